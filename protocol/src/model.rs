@@ -1,0 +1,125 @@
+//! The JSON models of the Jupyter kernel REST API, and of the runner's status report.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `GET /api/kernels/{id}`: one kernel, exactly as jupyter_server describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelModel {
+    pub id: String,
+    pub name: String,
+    /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    pub last_activity: String,
+    /// `starting`, `idle`, `busy`, `restarting` or `dead`.
+    pub execution_state: String,
+    pub connections: usize,
+    /// Why a dead kernel died; absent while it lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /api/kernels` body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateKernel {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A kernel id chosen by the client; it must be a UUID not in use.
+    #[serde(default)]
+    pub kernel_id: Option<String>,
+    /// Variables for the kernel's environment; only `KERNEL_*` names and the runner's
+    /// allow-list pass, the rest are dropped.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// The `spec` of a kernelspec: what `kernel.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelSpecFile {
+    pub argv: Vec<String>,
+    pub display_name: String,
+    pub language: String,
+    #[serde(default = "default_interrupt_mode")]
+    pub interrupt_mode: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+fn default_interrupt_mode() -> String {
+    "signal".to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelSpec {
+    pub name: String,
+    pub spec: KernelSpecFile,
+    #[serde(default)]
+    pub resources: BTreeMap<String, String>,
+}
+
+/// `GET /api/kernelspecs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelSpecs {
+    pub default: String,
+    pub kernelspecs: BTreeMap<String, KernelSpec>,
+}
+
+/// Every error answer of the REST API: `{reason, message}` as jupyter_server sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub reason: String,
+    pub message: String,
+}
+
+/// `GET /api/runner` on a kernel runner: what a gateway needs to place kernels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerStatus {
+    pub runner_id: String,
+    pub version: String,
+    /// Websocket sessions open right now, over all kernels.
+    pub sessions: usize,
+    pub kernels: usize,
+    /// True while the runner shuts down: it takes no new kernels.
+    pub draining: bool,
+}
+
+/// The header a gateway sends to prove itself to a runner.
+pub const RUNNER_SECRET_HEADER: &str = "x-cellgate-runner-secret";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kernel_model_has_the_jupyter_fields_only() {
+        let model = KernelModel {
+            id: "k".into(),
+            name: "python3".into(),
+            last_activity: "2024-01-01T00:00:00.000000Z".into(),
+            execution_state: "idle".into(),
+            connections: 2,
+            reason: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&model).unwrap(),
+            json!({"id": "k", "name": "python3", "last_activity": "2024-01-01T00:00:00.000000Z",
+                   "execution_state": "idle", "connections": 2})
+        );
+    }
+
+    #[test]
+    fn create_kernel_accepts_an_empty_body_and_jupyter_extras() {
+        let create: CreateKernel = serde_json::from_value(json!({})).unwrap();
+        assert!(create.name.is_none() && create.env.is_empty());
+        let create: CreateKernel =
+            serde_json::from_value(json!({"name": "bash", "path": "x", "env": {"KERNEL_A": "1"}}))
+                .unwrap();
+        assert_eq!(create.env["KERNEL_A"], "1");
+    }
+}
