@@ -1,1 +1,29 @@
-pub fn x() {}
+//! The cellgate gateway: the TLS edge in front of the kernel runners.
+//!
+//! It terminates TLS, authenticates every request with the gateway token, serves the Jupyter
+//! kernel REST and websocket API by forwarding each call to the runner that owns the kernel,
+//! places new kernels on the least loaded healthy runner, and serves a small web UI.
+//!
+//! The library is what the `cellgate-gateway` binary and the all-in-one `cellgate serve` both
+//! call: build a [`GatewayConfig`], [`load_tls`], bind a listener, then [`run`] until shutdown.
+
+mod api;
+mod auth;
+mod balancer;
+mod config;
+mod connection;
+mod error;
+mod pages;
+mod proxy;
+mod response;
+mod router;
+mod routes;
+mod server;
+mod state;
+mod tasks;
+mod tls;
+
+pub use config::{GatewayConfig, HealthSettings, Timeouts, TlsSettings, WebsocketSettings};
+pub use error::{ErrorKind, GatewayError};
+pub use server::run;
+pub use tls::{load_tls, LoadedTls};

@@ -1,1 +1,80 @@
-pub fn x() {}
+//! The cellgate kernel runner: kernels as long-lived language drivers, the backends that run
+//! them, and the HTTP/websocket API a gateway uses to reach them.
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod kernel;
+pub mod languages;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::process::ProcessBackend;
+use crate::backend::Backend;
+use crate::config::{BackendKind, RunnerConfig};
+use crate::error::RunnerError;
+use crate::kernel::{KernelManager, KernelSettings};
+use crate::languages::LanguageSet;
+
+pub use config::{RunnerArgs, RunnerConfig as Config};
+
+/// Runs a runner on `listener` until `shutdown` resolves; then it stops taking kernels, lets
+/// open sessions finish within the grace period, and shuts every kernel down.
+pub async fn run(
+    listener: TcpListener,
+    config: RunnerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunnerError> {
+    let drivers_root = config.data_dir.join("drivers");
+    languages::install_drivers(&drivers_root).map_err(|source| RunnerError::Filesystem {
+        path: drivers_root.clone(),
+        source,
+    })?;
+    let backend: Arc<dyn Backend> = match config.backend {
+        BackendKind::Process => Arc::new(ProcessBackend::new(drivers_root)),
+        BackendKind::Docker => {
+            return Err(RunnerError::BadRequest(
+                "the docker backend is not part of this build yet; use --backend process".into(),
+            ))
+        }
+    };
+    let languages = LanguageSet::new(
+        languages::ALL
+            .iter()
+            .copied()
+            .filter(|language| backend.supports(language))
+            .collect(),
+    );
+    if languages.default_name().is_none() {
+        tracing::warn!("no language runtime found on PATH: this runner can start no kernel");
+    }
+    let mut settings = KernelSettings::new(config.data_dir.join("kernels"));
+    settings.output_cap = config.output_cap;
+    settings.max_kernels = config.max_kernels;
+    settings.env_allow = config.kernel_env_allow.clone();
+    let manager = Arc::new(KernelManager::new(backend, languages, settings));
+    let state = Arc::new(api::AppState {
+        manager: manager.clone(),
+        secret: config.secret.clone(),
+        runner_id: config.runner_id.clone(),
+        max_message_size: config.max_message_size,
+        ping_interval: config.ping_interval,
+        closing: CancellationToken::new(),
+        sessions_closing: CancellationToken::new(),
+    });
+    api::serve(
+        listener,
+        state,
+        config.max_connections,
+        config.grace,
+        shutdown,
+    )
+    .await;
+    manager.shutdown_all().await;
+    Ok(())
+}

@@ -1,1 +1,45 @@
-fn main() {}
+//! `cellgate-runner`: one kernel runner, serving its gateways.
+
+use anyhow::Context;
+use cellgate_kernel_runner::{run, Config, RunnerArgs};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = RunnerArgs::parse();
+    let secret = std::env::var("CELLGATE_RUNNER_SECRET").ok();
+    let config = match Config::from_args(&args, secret) {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("cellgate-runner: {problem}");
+            }
+            std::process::exit(2);
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.bind))?;
+    let address = listener.local_addr()?;
+    eprintln!(
+        "cellgate-runner listening on http://{address} ({:?} backend)",
+        config.backend
+    );
+    run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -162,6 +162,9 @@ pub struct SimpleReply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorReply {
     pub status: ReplyStatus,
+    /// Present on refused `execute_request`s, whose replies always carry a count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_count: Option<u64>,
     #[serde(flatten)]
     pub error: ErrorInfo,
 }

@@ -1,0 +1,90 @@
+//! Least connections: the healthy runner with the fewest websocket sessions gets the kernel,
+//! and among equals the one with the fewest kernels.
+
+use super::backend::Load;
+use super::selection::Selection;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LeastConnections;
+
+impl Selection for LeastConnections {
+    fn select(&self, candidates: &[Load]) -> Option<usize> {
+        candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, load)| load.healthy && !load.draining)
+            // A placement in flight becomes a kernel, and its client opens a session right
+            // after, so it counts as both before the runner reports either.
+            .min_by_key(|(index, load)| {
+                (
+                    load.sessions + load.in_flight,
+                    load.kernels + load.in_flight,
+                    *index,
+                )
+            })
+            .map(|(index, _)| index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(sessions: usize, kernels: usize) -> Load {
+        Load {
+            healthy: true,
+            draining: false,
+            sessions,
+            kernels,
+            in_flight: 0,
+        }
+    }
+
+    #[test]
+    fn fewest_sessions_wins() {
+        let loads = [load(3, 1), load(1, 9), load(2, 0)];
+        assert_eq!(LeastConnections.select(&loads), Some(1));
+    }
+
+    #[test]
+    fn ties_on_sessions_go_to_fewest_kernels_then_first_listed() {
+        assert_eq!(
+            LeastConnections.select(&[load(1, 4), load(1, 2), load(1, 3)]),
+            Some(1)
+        );
+        assert_eq!(LeastConnections.select(&[load(0, 0), load(0, 0)]), Some(0));
+    }
+
+    #[test]
+    fn placements_in_flight_count_against_their_runner() {
+        let busy = Load {
+            in_flight: 2,
+            ..load(0, 0)
+        };
+        assert_eq!(LeastConnections.select(&[busy, load(1, 1)]), Some(1));
+        let one_pending = Load {
+            in_flight: 1,
+            ..load(0, 0)
+        };
+        // One pending placement ties with one session; the kernel count breaks the tie.
+        assert_eq!(LeastConnections.select(&[one_pending, load(1, 0)]), Some(1));
+    }
+
+    #[test]
+    fn unhealthy_and_draining_runners_are_skipped() {
+        let down = Load {
+            healthy: false,
+            ..load(0, 0)
+        };
+        let draining = Load {
+            draining: true,
+            ..load(0, 0)
+        };
+        assert_eq!(
+            LeastConnections.select(&[down, draining, load(5, 5)]),
+            Some(2)
+        );
+        assert_eq!(LeastConnections.select(&[down, draining]), None);
+        assert_eq!(LeastConnections.select(&[]), None);
+    }
+}

@@ -1,0 +1,315 @@
+//! The command line and environment of `cellgate-gateway`, parsed and checked in one go so
+//! every invalid value is reported before anything is bound.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cellgate_gateway::{GatewayConfig, TlsSettings};
+use clap::Parser;
+use rand::RngCore;
+use url::Url;
+
+/// The environment variable holding the runner secret. It is not a flag because a flag's
+/// value shows in every process listing.
+pub const RUNNER_SECRET_ENV: &str = "CELLGATE_RUNNER_SECRET";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cellgate-gateway",
+    version,
+    about = "The cellgate gateway: the TLS edge for Jupyter clients in front of kernel runners",
+    after_help = "Environment:\n  CELLGATE_RUNNER_SECRET  the secret shared with the kernel runners (required)\n  RUST_LOG                log filter, e.g. info or cellgate_gateway=debug\n\nEvery flag can also be set with the environment variable shown next to it."
+)]
+pub struct Cli {
+    /// Address to serve HTTPS on.
+    #[arg(
+        long,
+        env = "CELLGATE_BIND",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8888"
+    )]
+    bind: String,
+
+    /// Token every client must present (`Authorization: token T`, `?token=T`, or the login
+    /// page). When absent a random token is made and printed. An empty token turns
+    /// authentication off, which is refused unless ADDR is a loopback address.
+    #[arg(long, env = "CELLGATE_TOKEN", value_name = "T", hide_env_values = true)]
+    token: Option<String>,
+
+    /// Base URLs of the kernel runners, comma-separated (plain HTTP, e.g. http://10.0.0.5:9000).
+    #[arg(
+        long,
+        env = "CELLGATE_RUNNERS",
+        value_name = "URL[,URL...]",
+        value_delimiter = ','
+    )]
+    runners: Vec<String>,
+
+    /// PEM certificate chain. Without --tls-cert and --tls-key a self-signed certificate is used.
+    #[arg(long, env = "CELLGATE_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CELLGATE_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+
+    /// Directory for state kept across restarts: the self-signed certificate, so its
+    /// fingerprint stays the same. Without it the certificate is new at every start.
+    #[arg(long, env = "CELLGATE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Extra host names or addresses the self-signed certificate is valid for, comma-separated.
+    #[arg(
+        long = "hostname",
+        env = "CELLGATE_HOSTNAME",
+        value_name = "NAME[,NAME...]",
+        value_delimiter = ','
+    )]
+    hostnames: Vec<String>,
+
+    /// Most client connections (websockets included) held at once.
+    #[arg(
+        long,
+        env = "CELLGATE_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 10_240
+    )]
+    max_connections: usize,
+
+    /// Seconds open connections get to finish after SIGTERM or Ctrl-C.
+    #[arg(
+        long,
+        env = "CELLGATE_SHUTDOWN_GRACE",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    shutdown_grace: u64,
+}
+
+/// The checked settings the gateway starts with.
+#[derive(Debug)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub config: GatewayConfig,
+    /// Names for a self-signed certificate besides the local ones.
+    pub hostnames: Vec<String>,
+    /// Whether the token was made here, so only the printed link knows it.
+    pub token_generated: bool,
+}
+
+impl Cli {
+    /// Checks every value; the error lists all problems, not just the first.
+    pub fn into_settings(self, runner_secret: Option<String>) -> Result<Settings, Vec<String>> {
+        let mut problems = Vec::new();
+
+        let bind = match self.bind.parse::<SocketAddr>() {
+            Ok(bind) => Some(bind),
+            Err(error) => {
+                problems.push(format!(
+                    "--bind {:?}: {error} (expected IP:PORT)",
+                    self.bind
+                ));
+                None
+            }
+        };
+
+        let token_generated = self.token.is_none();
+        let token = match self.token {
+            None => Some(random_token()),
+            Some(token) if token.is_empty() => {
+                if bind.is_some_and(|bind| !bind.ip().is_loopback()) {
+                    problems.push(
+                        "--token '': authentication can only be turned off on a loopback --bind"
+                            .to_owned(),
+                    );
+                }
+                None
+            }
+            Some(token) => Some(token),
+        };
+
+        let mut runners = Vec::new();
+        for text in self
+            .runners
+            .iter()
+            .map(|r| r.trim())
+            .filter(|r| !r.is_empty())
+        {
+            match Url::parse(text) {
+                Ok(url) if url.scheme() == "http" && url.host().is_some() => runners.push(url),
+                Ok(_) => problems.push(format!(
+                    "--runners {text:?}: runners are plain HTTP URLs with a host, like http://127.0.0.1:9000"
+                )),
+                Err(error) => problems.push(format!("--runners {text:?}: {error}")),
+            }
+        }
+        if self.runners.iter().all(|r| r.trim().is_empty()) {
+            problems.push("--runners: at least one kernel runner URL is required".to_owned());
+        }
+
+        let runner_secret = match runner_secret {
+            Some(secret) if secret.is_empty() => {
+                problems.push(format!("{RUNNER_SECRET_ENV} is empty"));
+                String::new()
+            }
+            Some(secret) if !secret.bytes().all(|b| b.is_ascii_graphic()) => {
+                problems.push(format!(
+                    "{RUNNER_SECRET_ENV}: only printable ASCII without spaces can be sent in a header"
+                ));
+                String::new()
+            }
+            Some(secret) => secret,
+            None => {
+                problems.push(format!("{RUNNER_SECRET_ENV} is not set"));
+                String::new()
+            }
+        };
+
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => TlsSettings::Files { cert, key },
+            (None, None) => TlsSettings::SelfSigned {
+                dir: self.data_dir.clone(),
+            },
+            (Some(_), None) => {
+                problems.push("--tls-cert needs --tls-key".to_owned());
+                TlsSettings::SelfSigned { dir: None }
+            }
+            (None, Some(_)) => {
+                problems.push("--tls-key needs --tls-cert".to_owned());
+                TlsSettings::SelfSigned { dir: None }
+            }
+        };
+
+        if self.max_connections == 0 {
+            problems.push("--max-connections must be at least 1".to_owned());
+        }
+
+        let mut hostnames = self.hostnames;
+        hostnames.retain(|name| !name.trim().is_empty());
+        if let Some(ip) = bind.map(|bind| bind.ip()).filter(|ip| !ip.is_unspecified()) {
+            hostnames.push(ip.to_string());
+        }
+
+        let Some(bind) = bind else {
+            return Err(problems);
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut config = GatewayConfig::new(token, runners, runner_secret, tls);
+        config.max_connections = self.max_connections;
+        config.timeouts.shutdown_grace = Duration::from_secs(self.shutdown_grace);
+        Ok(Settings {
+            bind,
+            config,
+            hostnames,
+            token_generated,
+        })
+    }
+}
+
+/// 32 random bytes in hex: as strong as the token needs to be, and safe in a URL.
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The address to print in the ready line: a wildcard bind is reachable on localhost.
+pub fn display_address(bound: SocketAddr) -> String {
+    let host = match bound.ip() {
+        ip if ip.is_unspecified() => "localhost".to_owned(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    format!("{host}:{}", bound.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut argv = vec!["cellgate-gateway"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let problems = cli(&[
+            "--bind",
+            "nowhere",
+            "--runners",
+            "ftp://x,not a url",
+            "--tls-cert",
+            "c.pem",
+        ])
+        .into_settings(None)
+        .unwrap_err();
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
+    fn a_full_configuration_parses() {
+        let settings = cli(&[
+            "--bind",
+            "127.0.0.1:0",
+            "--runners",
+            "http://127.0.0.1:9001, http://127.0.0.1:9002",
+            "--token",
+            "t",
+        ])
+        .into_settings(Some("s3cret".into()))
+        .unwrap();
+        assert_eq!(settings.config.runners.len(), 2);
+        assert_eq!(settings.config.token.as_deref(), Some("t"));
+        assert!(!settings.token_generated);
+        assert_eq!(settings.hostnames, vec!["127.0.0.1".to_owned()]);
+    }
+
+    #[test]
+    fn auth_can_only_be_turned_off_on_loopback() {
+        let local = cli(&[
+            "--bind",
+            "127.0.0.1:0",
+            "--runners",
+            "http://r:1",
+            "--token",
+            "",
+        ])
+        .into_settings(Some("s".into()))
+        .unwrap();
+        assert_eq!(local.config.token, None);
+        let public = cli(&[
+            "--bind",
+            "0.0.0.0:0",
+            "--runners",
+            "http://r:1",
+            "--token",
+            "",
+        ])
+        .into_settings(Some("s".into()))
+        .unwrap_err();
+        assert_eq!(public.len(), 1, "{public:?}");
+    }
+
+    #[test]
+    fn a_missing_token_is_generated() {
+        let settings = cli(&["--runners", "http://r:1"])
+            .into_settings(Some("s".into()))
+            .unwrap();
+        assert!(settings.token_generated);
+        assert_eq!(settings.config.token.map(|t| t.len()), Some(64));
+    }
+
+    #[test]
+    fn ready_addresses_are_browsable() {
+        assert_eq!(
+            display_address("0.0.0.0:8888".parse().unwrap()),
+            "localhost:8888"
+        );
+        assert_eq!(display_address("[::1]:8888".parse().unwrap()), "[::1]:8888");
+    }
+}

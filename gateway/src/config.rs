@@ -1,0 +1,150 @@
+//! The gateway's configuration: one typed value, built and checked by the caller before any
+//! port is bound, with defaults for every knob an operator rarely needs to turn.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+/// Everything [`crate::run`] needs besides the listener and the TLS material.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// The token every client must present; `None` turns authentication off, which the caller
+    /// only allows on a loopback bind.
+    pub token: Option<String>,
+    /// Base URLs of the kernel runners (plain HTTP), e.g. `http://127.0.0.1:41234`.
+    pub runners: Vec<Url>,
+    /// Sent to the runners in [`cellgate_protocol::model::RUNNER_SECRET_HEADER`].
+    pub runner_secret: String,
+    /// Where the certificate comes from; [`crate::load_tls`] reads it.
+    pub tls: TlsSettings,
+    /// Client connections held at once, websockets included; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// The largest REST body accepted from a client or a runner.
+    pub max_body_bytes: usize,
+    pub timeouts: Timeouts,
+    pub websocket: WebsocketSettings,
+    pub health: HealthSettings,
+}
+
+impl GatewayConfig {
+    /// A configuration with the given identity and the default limits and timeouts.
+    pub fn new(
+        token: Option<String>,
+        runners: Vec<Url>,
+        runner_secret: String,
+        tls: TlsSettings,
+    ) -> GatewayConfig {
+        GatewayConfig {
+            token,
+            runners,
+            runner_secret,
+            tls,
+            max_connections: 10_240,
+            max_body_bytes: 16 << 20,
+            timeouts: Timeouts::default(),
+            websocket: WebsocketSettings::default(),
+            health: HealthSettings::default(),
+        }
+    }
+}
+
+// The token and the runner secret are credentials: a configuration printed in a log must not
+// reveal them.
+impl fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("runners", &self.runners)
+            .field("runner_secret", &"<redacted>")
+            .field("tls", &self.tls)
+            .field("max_connections", &self.max_connections)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("timeouts", &self.timeouts)
+            .field("websocket", &self.websocket)
+            .field("health", &self.health)
+            .finish()
+    }
+}
+
+/// Where the gateway's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSettings {
+    /// A certificate chain and its private key, both PEM files given by the operator.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A self-signed certificate. With a directory it is made on the first run and reused
+    /// afterwards, so its fingerprint stays the one users already trust; without one it is
+    /// made anew at every start.
+    SelfSigned { dir: Option<PathBuf> },
+}
+
+/// How long the gateway waits for each thing that can stall.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// From TCP accept to a finished TLS handshake.
+    pub tls_handshake: Duration,
+    /// For a client to send a request's headers, so idle or slow connections do not pin a slot.
+    pub request_headers: Duration,
+    /// For a TCP connection to a runner.
+    pub upstream_connect: Duration,
+    /// For a runner to answer a REST call or a websocket handshake; starting a cold container
+    /// is the slowest legitimate case.
+    pub upstream_request: Duration,
+    /// For open connections and websockets to finish after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            tls_handshake: Duration::from_secs(10),
+            request_headers: Duration::from_secs(30),
+            upstream_connect: Duration::from_secs(2),
+            upstream_request: Duration::from_secs(120),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How proxied websockets are kept alive and bounded.
+#[derive(Debug, Clone)]
+pub struct WebsocketSettings {
+    /// How often the gateway pings both ends; well under Swarm's 900 s idle cut.
+    pub ping_interval: Duration,
+    /// A side that sends nothing (not even a pong) for this long is taken for dead.
+    pub idle_timeout: Duration,
+    /// How long a closing handshake may take before the connection is dropped.
+    pub close_timeout: Duration,
+    /// The largest message accepted from either side; Jupyter's default is the same.
+    pub max_message_bytes: usize,
+}
+
+impl Default for WebsocketSettings {
+    fn default() -> WebsocketSettings {
+        WebsocketSettings {
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(95),
+            close_timeout: Duration::from_secs(5),
+            max_message_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The active health checks of the runners.
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    /// Time between two checks of every runner.
+    pub interval: Duration,
+    /// How long one check may take before the runner counts as unhealthy.
+    pub timeout: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> HealthSettings {
+        HealthSettings {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_millis(1500),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The accept loop: connections are taken under the connection limit, each served in its own
+//! tracked task, until shutdown; then the gateway drains within the grace period.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::balancer::health;
+use crate::config::GatewayConfig;
+use crate::connection;
+use crate::error::GatewayError;
+use crate::state::Gateway;
+use crate::tasks::Tasks;
+use crate::tls::LoadedTls;
+
+/// How long to pause accepting after an accept error such as running out of file
+/// descriptors, so the loop does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then stops accepting, closes
+/// websockets with "going away", and waits for open work at most the configured grace period.
+pub async fn run(
+    listener: TcpListener,
+    config: GatewayConfig,
+    tls: LoadedTls,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let tasks = Tasks::new();
+    let gateway = Arc::new(Gateway::new(&config, tasks.clone())?);
+
+    // One round of health checks before the first accept, so the first kernel start does
+    // not find every runner unchecked. Clients that connect meanwhile wait in the backlog.
+    health::check_all(&gateway.balancer, &gateway.upstream, &config.health).await;
+    tasks.spawn(health::run(
+        gateway.balancer.clone(),
+        gateway.upstream.clone(),
+        config.health.clone(),
+        tasks.stopping().clone(),
+    ));
+
+    let acceptor = TlsAcceptor::from(tls.server_config);
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        // A slot is taken before accepting, so at the limit new clients wait in the listen
+        // backlog instead of being accepted and dropped.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => break,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // Jupyter messages are small and latency-bound; Nagle's algorithm would hold them.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "setting TCP_NODELAY failed");
+        }
+        tasks.spawn(connection::serve(
+            tcp,
+            peer,
+            acceptor.clone(),
+            gateway.clone(),
+            permit,
+        ));
+    }
+
+    drop(listener);
+    tracing::info!("gateway stopping: no new connections; draining open ones");
+    // Pooled runner connections end once the last handle to the gateway state is gone; the
+    // connection tasks still hold theirs until they finish.
+    drop(gateway);
+    let left = tasks.drain(config.timeouts.shutdown_grace).await;
+    if left > 0 {
+        tracing::warn!(tasks = left, "gateway stopped with tasks still running");
+    } else {
+        tracing::info!("gateway stopped");
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Routing of the runner API and its REST handlers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cellgate_protocol::model::{CreateKernel, RUNNER_SECRET_HEADER};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tokio_util::task::TaskTracker;
+
+use super::response::{self, Body};
+use super::{channels, AppState};
+
+/// The largest REST body accepted: kernel creation requests are small.
+const MAX_BODY: usize = 1024 * 1024;
+
+pub async fn route(
+    request: Request<Incoming>,
+    state: Arc<AppState>,
+    tasks: TaskTracker,
+) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    if path == "/healthz" {
+        return response::text(StatusCode::OK, "ok\n");
+    }
+    if !authorized(&request, &state.secret) {
+        return response::error(
+            StatusCode::FORBIDDEN,
+            "this runner only serves its gateway: the runner secret is missing or wrong",
+        );
+    }
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let method = request.method().clone();
+    match (method, segments.as_slice()) {
+        (Method::GET, ["api"]) => response::json(
+            StatusCode::OK,
+            &serde_json::json!({"version": env!("CARGO_PKG_VERSION")}),
+        ),
+        (Method::GET, ["api", "runner"]) => {
+            response::json(StatusCode::OK, &state.manager.status(&state.runner_id))
+        }
+        (Method::GET, ["api", "kernelspecs"]) => {
+            response::json(StatusCode::OK, &state.manager.kernelspecs())
+        }
+        (Method::GET, ["api", "kernelspecs", name]) => {
+            match state.manager.kernelspecs().kernelspecs.get(*name) {
+                Some(spec) => response::json(StatusCode::OK, spec),
+                None => response::error(
+                    StatusCode::NOT_FOUND,
+                    format!("no kernelspec named {name:?}"),
+                ),
+            }
+        }
+        (Method::GET, ["api", "kernels"]) => response::json(StatusCode::OK, &state.manager.list()),
+        (Method::POST, ["api", "kernels"]) => create(request, &state).await,
+        (Method::GET, ["api", "kernels", id]) => match state.manager.get(id) {
+            Ok(kernel) => response::json(StatusCode::OK, &kernel.model()),
+            Err(error) => response::runner_error(&error),
+        },
+        (Method::DELETE, ["api", "kernels", id]) => match state.manager.delete(id).await {
+            Ok(()) => response::empty(StatusCode::NO_CONTENT),
+            Err(error) => response::runner_error(&error),
+        },
+        (Method::POST, ["api", "kernels", id, "interrupt"]) => {
+            let result = match state.manager.get(id) {
+                Ok(kernel) => kernel.interrupt().await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(()) => response::empty(StatusCode::NO_CONTENT),
+                Err(error) => response::runner_error(&error),
+            }
+        }
+        (Method::POST, ["api", "kernels", id, "restart"]) => {
+            let kernel = match state.manager.get(id) {
+                Ok(kernel) => kernel,
+                Err(error) => return response::runner_error(&error),
+            };
+            match kernel.restart().await {
+                Ok(()) => response::json(StatusCode::OK, &kernel.model()),
+                Err(error) => response::runner_error(&error),
+            }
+        }
+        (Method::GET, ["api", "kernels", id, "channels"]) => {
+            channels::upgrade(request, id, &state, &tasks)
+        }
+        (_, ["api", ..]) if known_path(segments.as_slice()) => response::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not allowed on {path}", request.method()),
+        ),
+        _ => response::error(StatusCode::NOT_FOUND, format!("no route for {path}")),
+    }
+}
+
+fn known_path(segments: &[&str]) -> bool {
+    matches!(
+        segments,
+        ["api"]
+            | ["api", "runner"]
+            | ["api", "kernelspecs"]
+            | ["api", "kernelspecs", _]
+            | ["api", "kernels"]
+            | ["api", "kernels", _]
+            | ["api", "kernels", _, "interrupt" | "restart" | "channels"]
+    )
+}
+
+fn authorized(request: &Request<Incoming>, secret: &str) -> bool {
+    request
+        .headers()
+        .get(RUNNER_SECRET_HEADER)
+        .map(|given| constant_time_eq(given.as_bytes(), secret.as_bytes()))
+        .unwrap_or(false)
+}
+
+/// Compares without an early exit, so response timing says nothing about the secret.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn create(request: Request<Incoming>, state: &AppState) -> Response<Body> {
+    let body = match read_body(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let create: CreateKernel = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateKernel::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(create) => create,
+            Err(error) => {
+                return response::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not a kernel request: {error}"),
+                )
+            }
+        }
+    };
+    match state.manager.create(create).await {
+        Ok(model) => {
+            let mut response = response::json(StatusCode::CREATED, &model);
+            let location = format!("/api/kernels/{}", model.id);
+            if let Ok(value) = header::HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            response
+        }
+        Err(error) => response::runner_error(&error),
+    }
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => Err(response::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("could not read the body (at most {MAX_BODY} bytes): {error}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,172 @@
+//! The local-process backend: each driver is a child process in its own process group, run
+//! with the runner's user and no sandbox. It is meant for one person's machine and for tests;
+//! the all-in-one server binds to loopback and says so when it uses it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use super::{Backend, Driver, DriverIo, ExitReport, LaunchSpec};
+use crate::languages::{on_path, Language};
+
+pub struct ProcessBackend {
+    drivers_root: PathBuf,
+}
+
+impl ProcessBackend {
+    /// A backend whose drivers were installed under `drivers_root`.
+    pub fn new(drivers_root: PathBuf) -> ProcessBackend {
+        ProcessBackend { drivers_root }
+    }
+}
+
+#[async_trait]
+impl Backend for ProcessBackend {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn supports(&self, language: &Language) -> bool {
+        on_path(language.runtime)
+    }
+
+    async fn start(&self, spec: &LaunchSpec) -> std::io::Result<(DriverIo, Arc<dyn Driver>)> {
+        let argv = spec
+            .language
+            .command(&spec.language.driver_dir(&self.drivers_root));
+        let mut command = Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .current_dir(&spec.workdir)
+            .env_clear()
+            .envs(&spec.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so an interrupt reaches the cell's child processes and
+            // never the runner.
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command.spawn()?;
+        let pid = child
+            .id()
+            .ok_or_else(|| std::io::Error::other("driver exited before it could be watched"))?;
+        let io = DriverIo {
+            commands: Box::new(child.stdin.take().expect("stdin is piped")),
+            events: Box::new(child.stdout.take().expect("stdout is piped")),
+            diagnostics: child.stderr.take().map(|stderr| Box::new(stderr) as Box<_>),
+        };
+        let (exit_tx, exit_rx) = watch::channel(None);
+        tokio::spawn(reap(child, exit_tx));
+        let driver = ProcessDriver {
+            group: Pid::from_raw(pid as i32),
+            exit: exit_rx,
+        };
+        Ok((io, Arc::new(driver)))
+    }
+}
+
+/// Waits for the child and publishes how it ended; also kills whatever the driver left
+/// behind in its process group.
+async fn reap(mut child: Child, exit: watch::Sender<Option<ExitReport>>) {
+    use std::os::unix::process::ExitStatusExt;
+    let group = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let report = match child.wait().await {
+        Ok(status) => ExitReport {
+            code: status.code(),
+            signal: status.signal(),
+            oom_killed: false,
+        },
+        Err(error) => {
+            tracing::warn!(%error, "could not wait for a driver");
+            ExitReport {
+                code: None,
+                signal: None,
+                oom_killed: false,
+            }
+        }
+    };
+    if let Some(group) = group {
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+    let _ = exit.send(Some(report));
+}
+
+struct ProcessDriver {
+    group: Pid,
+    exit: watch::Receiver<Option<ExitReport>>,
+}
+
+impl ProcessDriver {
+    fn signal(&self, signal: Signal) -> std::io::Result<()> {
+        if self.exit.borrow().is_some() {
+            return Ok(());
+        }
+        match killpg(self.group, signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(errno) => Err(std::io::Error::from(errno)),
+        }
+    }
+}
+
+#[async_trait]
+impl Driver for ProcessDriver {
+    async fn interrupt(&self) -> std::io::Result<()> {
+        self.signal(Signal::SIGINT)
+    }
+
+    async fn kill(&self) -> std::io::Result<()> {
+        self.signal(Signal::SIGKILL)
+    }
+
+    async fn wait(&self) -> ExitReport {
+        let mut exit = self.exit.clone();
+        let report = exit
+            .wait_for(Option::is_some)
+            .await
+            .map(|report| report.clone());
+        match report {
+            Ok(Some(report)) => report,
+            _ => ExitReport {
+                code: None,
+                signal: None,
+                oom_killed: false,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::languages::BASH;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn reports_exit_and_kills_the_group() {
+        let root = std::env::temp_dir().join(format!("cellgate-proc-{}", uuid::Uuid::new_v4()));
+        crate::languages::install_drivers(&root).unwrap();
+        let backend = ProcessBackend::new(root.clone());
+        let spec = LaunchSpec {
+            kernel_id: "k".into(),
+            language: &BASH,
+            workdir: std::env::temp_dir(),
+            env: [("PATH".to_string(), std::env::var("PATH").unwrap())].into(),
+        };
+        let (mut io, driver) = backend.start(&spec).await.unwrap();
+        let mut first = [0u8; 6];
+        io.events.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"ready ");
+        driver.kill().await.unwrap();
+        let report = driver.wait().await;
+        assert_eq!(report.signal, Some(9));
+        assert_eq!(report.to_string(), "killed by SIGKILL");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -1,0 +1,154 @@
+//! The runner's configuration, parsed and checked once before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// Local processes, unsandboxed: for one person's machine and for tests.
+    Process,
+    /// A sandboxed Docker container per kernel.
+    Docker,
+}
+
+/// `cellgate-runner`'s command line; every flag can also come from `CELLGATE_<FLAG>`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "cellgate-runner",
+    version,
+    about = "cellgate kernel runner: runs Jupyter kernels for a cellgate gateway.",
+    long_about = "cellgate kernel runner: runs Jupyter kernels (Python, JavaScript, Bash) for a \
+                  cellgate gateway and serves the Jupyter kernel API to it over plain HTTP. \
+                  Every request must carry the shared runner secret, read from the environment \
+                  variable CELLGATE_RUNNER_SECRET, so only gateways can use it."
+)]
+pub struct RunnerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CELLGATE_BIND", default_value = "127.0.0.1:8889")]
+    pub bind: SocketAddr,
+    /// Where kernels run.
+    #[arg(long, value_enum, env = "CELLGATE_BACKEND", default_value = "process")]
+    pub backend: BackendKind,
+    /// Directory for drivers and kernels' working directories.
+    #[arg(long, env = "CELLGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Name of this runner in status reports (default: host name and port).
+    #[arg(long, env = "CELLGATE_RUNNER_ID")]
+    pub runner_id: Option<String>,
+    /// Bytes of output one cell may print before the rest is dropped.
+    #[arg(long, env = "CELLGATE_OUTPUT_CAP", default_value_t = 1024 * 1024)]
+    pub output_cap: usize,
+    /// Kernels this runner holds at most.
+    #[arg(long, env = "CELLGATE_MAX_KERNELS", default_value_t = 1000)]
+    pub max_kernels: usize,
+    /// Extra environment variables passed through to kernels (comma-separated names).
+    #[arg(long, env = "CELLGATE_KERNEL_ENV_ALLOW", value_delimiter = ',')]
+    pub kernel_env_allow: Vec<String>,
+    /// Seconds open sessions get to finish on shutdown.
+    #[arg(long, env = "CELLGATE_GRACE_SECONDS", default_value_t = 30)]
+    pub grace_seconds: u64,
+}
+
+/// A checked runner configuration.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub backend: BackendKind,
+    pub data_dir: PathBuf,
+    pub runner_id: String,
+    pub secret: String,
+    pub output_cap: usize,
+    pub max_kernels: usize,
+    pub kernel_env_allow: Vec<String>,
+    pub grace: Duration,
+    pub max_connections: usize,
+    pub max_message_size: usize,
+    pub ping_interval: Duration,
+}
+
+impl RunnerConfig {
+    /// A configuration with defaults for everything but the essentials.
+    pub fn new(data_dir: PathBuf, runner_id: String, secret: String) -> RunnerConfig {
+        RunnerConfig {
+            backend: BackendKind::Process,
+            data_dir,
+            runner_id,
+            secret,
+            output_cap: 1024 * 1024,
+            max_kernels: 1000,
+            kernel_env_allow: Vec::new(),
+            grace: Duration::from_secs(30),
+            max_connections: 20_000,
+            max_message_size: 64 * 1024 * 1024,
+            ping_interval: Duration::from_secs(30),
+        }
+    }
+
+    /// Checks the command line and the secret together, reporting every problem at once.
+    pub fn from_args(
+        args: &RunnerArgs,
+        secret: Option<String>,
+    ) -> Result<RunnerConfig, Vec<String>> {
+        let mut problems = Vec::new();
+        let secret = match secret {
+            Some(secret) if secret.len() >= 16 => secret,
+            Some(_) => {
+                problems.push("CELLGATE_RUNNER_SECRET must be at least 16 characters".to_owned());
+                String::new()
+            }
+            None => {
+                problems.push(
+                    "CELLGATE_RUNNER_SECRET is not set: the runner must share a secret with its gateways"
+                        .to_owned(),
+                );
+                String::new()
+            }
+        };
+        if args.output_cap < 1024 {
+            problems.push(format!(
+                "--output-cap {} is below 1024 bytes",
+                args.output_cap
+            ));
+        }
+        if args.max_kernels == 0 {
+            problems.push("--max-kernels must be at least 1".to_owned());
+        }
+        for name in &args.kernel_env_allow {
+            if name.starts_with("CELLGATE_") {
+                problems.push(format!("--kernel-env-allow may not pass {name}: cellgate's own settings stay out of kernels"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let runner_id = args.runner_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|name| name.trim().to_owned())
+                .unwrap_or_else(|_| "runner".to_owned());
+            format!("{host}:{}", args.bind.port())
+        });
+        let mut config = RunnerConfig::new(
+            args.data_dir.clone().unwrap_or_else(default_data_dir),
+            runner_id,
+            secret,
+        );
+        config.backend = args.backend;
+        config.output_cap = args.output_cap;
+        config.max_kernels = args.max_kernels;
+        config.kernel_env_allow = args.kernel_env_allow.clone();
+        config.grace = Duration::from_secs(args.grace_seconds);
+        Ok(config)
+    }
+}
+
+/// `$XDG_DATA_HOME/cellgate`, else `~/.local/share/cellgate`, else a folder in /tmp.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(data).join("cellgate");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".local/share/cellgate");
+    }
+    std::env::temp_dir().join("cellgate")
+}

@@ -1,0 +1,192 @@
+//! One kernel: its shared handle (state, connections, request queues) and the actor task that
+//! owns its driver. Everything that changes a kernel goes through the actor's queues, so the
+//! driver is only ever used from one task.
+
+mod actor;
+pub mod connections;
+pub mod launch;
+pub mod manager;
+pub mod stream_text;
+
+use std::sync::{Arc, Mutex};
+
+use cellgate_protocol::content::{Content, ErrorInfo, ErrorReply, ReplyStatus};
+use cellgate_protocol::message::format_timestamp;
+use cellgate_protocol::model::KernelModel;
+use cellgate_protocol::{Channel, Message};
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::RunnerError;
+use crate::languages::Language;
+use connections::{ConnectionId, Connections};
+
+pub use manager::{KernelManager, KernelSettings};
+
+/// A Jupyter message from one websocket connection.
+#[derive(Debug)]
+pub struct ClientRequest {
+    pub from: ConnectionId,
+    pub message: Message,
+}
+
+/// Work for the actor that must not wait behind queued cells.
+pub(crate) enum ControlOp {
+    /// A message on the control channel.
+    Message(ClientRequest),
+    Interrupt(oneshot::Sender<Result<(), RunnerError>>),
+    Restart(oneshot::Sender<Result<(), RunnerError>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+struct KernelState {
+    execution_state: &'static str,
+    last_activity: DateTime<Utc>,
+    reason: Option<String>,
+}
+
+/// The shared face of a kernel, held by the manager and by every connection.
+pub struct Kernel {
+    pub id: String,
+    pub language: &'static Language,
+    /// The `session` of every message this kernel sends.
+    pub session: String,
+    pub connections: Connections,
+    state: Mutex<KernelState>,
+    shell: mpsc::Sender<ClientRequest>,
+    stdin: mpsc::Sender<ClientRequest>,
+    control: mpsc::Sender<ControlOp>,
+}
+
+impl Kernel {
+    pub fn model(&self) -> KernelModel {
+        let state = self.lock_state();
+        KernelModel {
+            id: self.id.clone(),
+            name: self.language.kernel_name.to_owned(),
+            last_activity: format_timestamp(state.last_activity),
+            execution_state: state.execution_state.to_owned(),
+            connections: self.connections.count(),
+            reason: state.reason.clone(),
+        }
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.lock_state().execution_state == "dead"
+    }
+
+    /// Queues a client's message on the channel it came by. A full queue is answered with an
+    /// error reply instead of blocking the client's reader.
+    pub fn submit(&self, request: ClientRequest) {
+        self.touch();
+        let full = match request.message.channel {
+            Channel::Shell => self.shell.try_send(request).err().map(into_request),
+            Channel::Stdin => self.stdin.try_send(request).err().map(into_request),
+            Channel::Control => self
+                .control
+                .try_send(ControlOp::Message(request))
+                .err()
+                .and_then(|error| match error.into_inner() {
+                    ControlOp::Message(request) => Some(request),
+                    _ => None,
+                }),
+            // Clients have nothing to say on iopub; jupyter_server drops such messages too.
+            Channel::Iopub => None,
+        };
+        if let Some(request) = full {
+            self.refuse(
+                &request,
+                "QueueFull",
+                "the kernel has too many requests waiting; try again when it is idle",
+            );
+        }
+    }
+
+    /// Answers `request` with an error reply on its own channel.
+    pub fn refuse(&self, request: &ClientRequest, ename: &str, evalue: &str) {
+        self.refuse_counted(request, ename, evalue, 0);
+    }
+
+    /// Like `refuse`, with the execution count an `execute_reply` must carry.
+    pub fn refuse_counted(
+        &self,
+        request: &ClientRequest,
+        ename: &str,
+        evalue: &str,
+        execution_count: u64,
+    ) {
+        let header = &request.message.header;
+        let is_execute = header.msg_type == "execute_request";
+        let content = Content::ErrorReply {
+            msg_type: Content::reply_type(&header.msg_type),
+            reply: ErrorReply {
+                status: ReplyStatus::Error,
+                execution_count: is_execute.then_some(execution_count),
+                error: ErrorInfo {
+                    ename: ename.to_owned(),
+                    evalue: evalue.to_owned(),
+                    traceback: Vec::new(),
+                },
+            },
+        };
+        let channel = match request.message.channel {
+            Channel::Iopub => Channel::Shell,
+            other => other,
+        };
+        let reply = Message::reply_to(header, &self.session, channel, content);
+        self.connections.send_to(request.from, Arc::new(reply));
+    }
+
+    pub async fn interrupt(&self) -> Result<(), RunnerError> {
+        self.ask(ControlOp::Interrupt).await?
+    }
+
+    pub async fn restart(&self) -> Result<(), RunnerError> {
+        self.ask(ControlOp::Restart).await?
+    }
+
+    /// Stops the driver and the actor; returns once both are gone.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(ControlOp::Shutdown).await;
+    }
+
+    async fn ask<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<T>) -> ControlOp,
+    ) -> Result<T, RunnerError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || RunnerError::KernelNotFound(self.id.clone());
+        self.control.send(op(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    pub fn touch(&self) {
+        self.lock_state().last_activity = Utc::now();
+    }
+
+    fn set_execution_state(&self, execution_state: &'static str) {
+        let mut state = self.lock_state();
+        state.execution_state = execution_state;
+        state.last_activity = Utc::now();
+        if execution_state != "dead" {
+            state.reason = None;
+        }
+    }
+
+    fn mark_dead(&self, reason: String) {
+        let mut state = self.lock_state();
+        state.execution_state = "dead";
+        state.reason = Some(reason);
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, KernelState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn into_request(error: mpsc::error::TrySendError<ClientRequest>) -> ClientRequest {
+    error.into_inner()
+}

@@ -1,0 +1,205 @@
+//! The kernel languages a runner offers: kernelspec names, display names and how to start each
+//! language's driver. The drivers' sources are compiled into the binary and installed into the
+//! runner's data directory at start, so a runner needs nothing but the language runtimes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cellgate_protocol::model::{KernelSpec, KernelSpecFile, KernelSpecs};
+
+/// One file of a driver, shipped inside the binary.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverFile {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+/// One notebook language.
+#[derive(Debug)]
+pub struct Language {
+    /// The kernelspec name, following Jupyter's habits (`python3`).
+    pub kernel_name: &'static str,
+    pub display_name: &'static str,
+    /// The language's lower-case name, `spec.language` in the kernelspec.
+    pub language: &'static str,
+    /// The program that must exist for the process backend to offer this language.
+    pub runtime: &'static str,
+    /// The driver's command line; `{dir}` stands for the folder holding the driver's files.
+    pub argv: &'static [&'static str],
+    pub files: &'static [DriverFile],
+}
+
+impl Language {
+    /// The driver's command line with `{dir}` replaced by `driver_dir`.
+    pub fn command(&self, driver_dir: &Path) -> Vec<String> {
+        let dir = driver_dir.display().to_string();
+        self.argv
+            .iter()
+            .map(|arg| arg.replace("{dir}", &dir))
+            .collect()
+    }
+
+    /// The folder under a drivers root where this language's files live.
+    pub fn driver_dir(&self, drivers_root: &Path) -> PathBuf {
+        drivers_root.join(self.language)
+    }
+
+    pub fn kernelspec(&self) -> KernelSpec {
+        KernelSpec {
+            name: self.kernel_name.to_owned(),
+            spec: KernelSpecFile {
+                argv: self.argv.iter().map(|arg| arg.to_string()).collect(),
+                display_name: self.display_name.to_owned(),
+                language: self.language.to_owned(),
+                interrupt_mode: "signal".to_owned(),
+                env: BTreeMap::new(),
+                metadata: serde_json::Map::new(),
+            },
+            resources: BTreeMap::new(),
+        }
+    }
+}
+
+pub static PYTHON: Language = Language {
+    kernel_name: "python3",
+    display_name: "Python 3",
+    language: "python",
+    runtime: "python3",
+    argv: &["python3", "-u", "{dir}/driver.py"],
+    files: &[DriverFile {
+        name: "driver.py",
+        source: include_str!("../../images/python/driver.py"),
+    }],
+};
+
+pub static JAVASCRIPT: Language = Language {
+    kernel_name: "javascript",
+    display_name: "JavaScript (Node.js)",
+    language: "javascript",
+    runtime: "node",
+    argv: &["sh", "{dir}/launch.sh"],
+    files: &[
+        DriverFile {
+            name: "launch.sh",
+            source: include_str!("../../images/javascript/launch.sh"),
+        },
+        DriverFile {
+            name: "driver.js",
+            source: include_str!("../../images/javascript/driver.js"),
+        },
+    ],
+};
+
+pub static BASH: Language = Language {
+    kernel_name: "bash",
+    display_name: "Bash",
+    language: "bash",
+    runtime: "bash",
+    argv: &["bash", "{dir}/driver.sh"],
+    files: &[DriverFile {
+        name: "driver.sh",
+        source: include_str!("../../images/bash/driver.sh"),
+    }],
+};
+
+/// Every language cellgate knows, in the order kernelspecs list them.
+pub static ALL: &[&Language] = &[&PYTHON, &JAVASCRIPT, &BASH];
+
+/// The languages one runner offers, with the default kernel first.
+#[derive(Debug, Clone)]
+pub struct LanguageSet {
+    languages: Vec<&'static Language>,
+}
+
+impl LanguageSet {
+    pub fn new(languages: Vec<&'static Language>) -> LanguageSet {
+        LanguageSet { languages }
+    }
+
+    pub fn get(&self, kernel_name: &str) -> Option<&'static Language> {
+        self.languages
+            .iter()
+            .copied()
+            .find(|language| language.kernel_name == kernel_name)
+    }
+
+    pub fn default_name(&self) -> Option<&'static str> {
+        self.languages.first().map(|language| language.kernel_name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'static Language> + '_ {
+        self.languages.iter().copied()
+    }
+
+    pub fn kernelspecs(&self) -> KernelSpecs {
+        KernelSpecs {
+            default: self.default_name().unwrap_or("python3").to_owned(),
+            kernelspecs: self
+                .languages
+                .iter()
+                .map(|language| (language.kernel_name.to_owned(), language.kernelspec()))
+                .collect(),
+        }
+    }
+}
+
+/// Writes every driver's files under `root`, replacing stale copies from older builds.
+pub fn install_drivers(root: &Path) -> std::io::Result<()> {
+    for language in ALL {
+        let dir = language.driver_dir(root);
+        std::fs::create_dir_all(&dir)?;
+        for file in language.files {
+            let path = dir.join(file.name);
+            let current = std::fs::read_to_string(&path).ok();
+            if current.as_deref() != Some(file.source) {
+                // Write beside and rename, so a driver starting right now never reads half a file.
+                let partial = dir.join(format!(".{}.partial", file.name));
+                std::fs::write(&partial, file.source)?;
+                std::fs::rename(&partial, &path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `program` can be found on `PATH`.
+pub fn on_path(program: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernelspecs_follow_jupyter_names() {
+        let set = LanguageSet::new(ALL.to_vec());
+        let specs = set.kernelspecs();
+        assert_eq!(specs.default, "python3");
+        assert_eq!(specs.kernelspecs["python3"].spec.language, "python");
+        assert_eq!(specs.kernelspecs["javascript"].spec.language, "javascript");
+        assert_eq!(specs.kernelspecs["bash"].spec.language, "bash");
+    }
+
+    #[test]
+    fn command_substitutes_the_driver_folder() {
+        let argv = PYTHON.command(Path::new("/opt/d/python"));
+        assert_eq!(argv, ["python3", "-u", "/opt/d/python/driver.py"]);
+    }
+
+    #[test]
+    fn install_writes_every_file() {
+        let root = std::env::temp_dir().join(format!("cellgate-drivers-{}", uuid::Uuid::new_v4()));
+        install_drivers(&root).unwrap();
+        for language in ALL {
+            for file in language.files {
+                let written = std::fs::read_to_string(language.driver_dir(&root).join(file.name));
+                assert_eq!(written.unwrap(), file.source);
+            }
+        }
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -1,0 +1,11 @@
+//! What the end-to-end tests share: a `cellgate serve` process on ephemeral ports, an HTTPS
+//! client for the REST API, and a Jupyter websocket client.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod kernel;
+pub mod server;
+
+pub use client::{Client, Reply};
+pub use kernel::KernelSocket;
+pub use server::Server;
