@@ -57,6 +57,22 @@ fn resolve_token(args: &ServeArgs, problems: &mut Vec<String>) -> Option<String>
     }
 }
 
+/// This installation's id, kept in the data directory: runners are named after it, so a
+/// restarted server recognises (and removes) containers its earlier run left behind, while two
+/// servers with different data directories never touch each other's.
+fn instance_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("instance-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = format!("cellgate-{}", random_string(12).to_ascii_lowercase());
+    std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
 fn random_string(len: usize) -> String {
     rand::thread_rng()
         .sample_iter(&Alphanumeric)
@@ -104,6 +120,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
+    let instance = instance_id(&data_dir)?;
     let secret = random_string(48);
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -116,11 +133,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         runner_urls.push(url::Url::parse(&format!("http://{address}"))?);
         let mut config = RunnerConfig::new(
             data_dir.join("runners").join(index.to_string()),
-            format!("local-{index}"),
+            format!("{instance}-{index}"),
             secret.clone(),
         );
         config.backend = args.backend;
-        // Drivers are shared by all runners of this process.
+        if args.backend == BackendKind::Docker {
+            // Containers take a few hundred milliseconds to start: keep one ready per language.
+            config.pool_size = 1;
+        }
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(error) =

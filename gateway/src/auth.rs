@@ -48,6 +48,11 @@ impl Auth {
         }
     }
 
+    /// Whether a token is required at all.
+    pub fn is_enabled(&self) -> bool {
+        self.secret.is_some()
+    }
+
     /// Whether this request may pass, and by which credential; `None` when it may not.
     pub fn authenticate(&self, headers: &HeaderMap, query: Option<&str>) -> Option<Credential> {
         let Some(secret) = &self.secret else {

@@ -71,7 +71,7 @@ async fn dispatch(
         }
         Route::Login => login::form(request.uri()),
         Route::Logout => Ok(login::logout()),
-        Route::Home => index::page(gateway, gateway.auth.login_cookie().is_some()).await,
+        Route::Home => index::page(gateway).await,
         Route::ApiVersion => Ok(api::version()),
         Route::KernelSpecs => kernelspecs::list(gateway).await,
         Route::KernelSpec(name) => kernelspecs::get(gateway, &name).await,

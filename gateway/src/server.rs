@@ -43,7 +43,8 @@ pub async fn run(
     ));
 
     let acceptor = TlsAcceptor::from(tls.server_config);
-    let slots = Arc::new(Semaphore::new(config.max_connections));
+    // At least one slot: a limit of zero would accept nothing and hang every client.
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
         // A slot is taken before accepting, so at the limit new clients wait in the listen

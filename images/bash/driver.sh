@@ -1,0 +1,833 @@
+#!/usr/bin/env bash
+# cellgate-bash: the Bash language driver of cellgate.
+#
+# The kernel runner starts it once per kernel as `bash driver.sh`, with the kernel's directory as
+# working directory, and talks to it over the framed protocol of docs/driver-protocol.md: commands
+# arrive on stdin, events leave on stdout, and stderr carries the driver's own diagnostics. Every
+# cell runs in this one shell, so variables, functions, aliases, the working directory, exported
+# variables and shell options persist from cell to cell.
+#
+# How it is put together, and why:
+#
+# * The shell that runs the cells is interactive in bash's sense (`bash -i`), although it reads
+#   no terminal. A non-interactive bash exits on errors that an interactive one survives: an
+#   unset variable under `set -u`, a failed `${name:?message}`, an `exec` of a missing program.
+#   Those are everyday mistakes in a notebook and must not kill the kernel.
+# * That shell reads its commands from an endless stream of identical "step" lines (written by
+#   `yes`), one per cell. Each step runs `__cg_step`, which handles protocol commands until an
+#   `execute` arrives, then sources the cell at the top level of the shell, then runs
+#   `__cg_end_cell`. Sourcing at the top level keeps `declare` global, and running each cell from
+#   a fresh top-level command (rather than inside a `while` loop of the driver) means that a
+#   stray `break` or `continue` in a cell cannot leave the driver's loop.
+# * A cell is wrapped in `{ ... }`, so that bash parses it whole before running it, and an error
+#   that bash handles by discarding "the current command" (such as `${name:?}`) discards the rest
+#   of the cell instead of skipping to its next line. Before that, the driver parses the cell as
+#   the body of a function it does not call: a cell with a syntax error is reported and never
+#   sourced. This matters because under `set -e` bash exits on any syntax error it meets while
+#   sourcing, before any trap can intervene.
+# * User output is captured at the file-descriptor level: while a cell runs, its fd 1 and fd 2
+#   are two FIFOs, and two forwarder processes copy whatever arrives as `stdout` and `stderr`
+#   frames, as it arrives. Every frame is written under `flock`, so frames never interleave.
+#   At the end of a cell the driver writes a random marker into both FIFOs and waits until each
+#   forwarder has reached it, which proves that all the cell's output has been sent before
+#   `done`. Background jobs keep the FIFOs open without delaying the cell; what they print later
+#   is forwarded whenever it comes.
+# * An interrupt (SIGINT to the whole process group) kills the cell's foreground programs. The
+#   shell catches it with a trap that turns on `extdebug` and a DEBUG trap returning 2, which
+#   makes bash return from every function and from the sourced cell, one command at a time,
+#   until the driver is reached again. This also stops pure-Bash loops such as
+#   `while :; do :; done`, which an INT trap alone would let run on.
+# * `set -e` in a cell stops the cell, not the kernel: an ERR trap (inherited by functions
+#   through `set -E`) switches errexit off before bash acts on it, and aborts the cell the same
+#   way as an interrupt. `exit` in a cell is a function that ends the cell and says so.
+#
+# Between cells the driver's own code runs with neutral shell options and without the user's
+# DEBUG, RETURN and ERR traps; they are saved at the end of each cell and restored before the
+# next one. All names used by the driver start with `__cg_`.
+
+# ----------------------------------------------------------------------------------------------
+# Bootstrap: re-execute as the long-lived interactive shell.
+# ----------------------------------------------------------------------------------------------
+
+if [[ ${1-} != --cellgate-kernel ]]; then
+    # The step line the kernel shell runs for every cell. It must stay on one line.
+    __cg_step_line='__cg_step && . "$__cg_cell_file" <&"$__cg_null_fd" >&"$__cg_out_fd" 2>&"$__cg_err_fd"; __cg_end_cell'
+    # `bash -i` complains on stderr that it has no terminal for job control before any of the
+    # driver runs; those two lines are noise, so stderr is parked on fd 3 until the kernel
+    # shell takes it back. The first line of the stream loads this file in kernel mode. The
+    # stream's writer ignores SIGINT so that interrupts cannot end it, and it dies of SIGPIPE
+    # when the kernel shell exits. SHLVL is lowered so that the user sees the usual level.
+    export SHLVL=$(( ${SHLVL:-1} - 1 ))
+    exec 3>&2 2>/dev/null
+    exec "$BASH" --norc --noprofile -i /dev/fd/4 4< <(
+        trap '' INT
+        printf '. %q --cellgate-kernel\n' "$0"
+        exec yes -- "$__cg_step_line"
+    )
+    exec 2>&3 3>&-
+    echo "cellgate-bash: cannot start $BASH" >&2
+    exit 1
+fi
+
+# ----------------------------------------------------------------------------------------------
+# Constants and small helpers.
+# ----------------------------------------------------------------------------------------------
+
+__cg_version=0.1.0
+__cg_pid=$$
+
+# Options that would break the driver's own code (or make it noisy) are switched off between
+# cells. The user's settings of the restorable ones come back before each cell; `monitor` and
+# `onecmd` never do, because job control would move the cell's programs out of the process
+# group that interrupts reach, and `onecmd` would end the shell after the next command.
+__cg_neutral_options=(+o errexit +o nounset +o xtrace +o verbose +o pipefail +o noclobber +o noglob
+    +o allexport +o keyword +o posix +o errtrace +o functrace +o onecmd +o monitor)
+__cg_restorable_options=" errexit nounset pipefail noclobber noglob allexport keyword posix
+    errtrace functrace "
+
+__cg_log() {
+    builtin printf 'cellgate-bash: %s\n' "$*" >&"$__cg_diag_fd"
+}
+
+# Finds a program on PATH without forking, so that the driver keeps working when a cell
+# changes PATH.
+__cg_find_tool() {
+    local dir IFS=:
+    for dir in ${PATH:-/usr/local/bin:/usr/bin:/bin}; do
+        if [[ -x ${dir:-.}/$1 && ! -d ${dir:-.}/$1 ]]; then
+            builtin printf -v "$2" '%s' "${dir:-.}/$1"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# ----------------------------------------------------------------------------------------------
+# Frames.
+# ----------------------------------------------------------------------------------------------
+
+# Reads one command frame into __cg_kind and __cg_body. Returns 1 at end of input.
+__cg_read_frame() {
+    # TMOUT would put a timeout on `read` in an interactive shell.
+    local TMOUT= IFS= header
+    builtin read -r -u "$__cg_cmd_fd" header || return 1
+    if [[ ! $header =~ ^([a-z0-9_]+)\ ([0-9]+)$ ]]; then
+        __cg_log "malformed frame header: ${header:0:64}"
+        __cg_quit 1
+    fi
+    __cg_kind=${BASH_REMATCH[1]}
+    __cg_body=
+    # In the C locale `read -N` counts bytes, which is what the header counts. (`read` drops
+    # NUL bytes, which is why cells must not contain any.)
+    if ! LC_ALL=C builtin read -r -N "$((10#${BASH_REMATCH[2]}))" -u "$__cg_cmd_fd" __cg_body; then
+        return 1
+    fi
+    return 0
+}
+
+# Writes frames, given as pairs of arguments KIND BODY, to the runner in one go under the lock
+# the forwarders use too, so that no frame is ever split by another.
+__cg_emit() {
+    local LC_ALL=C frames=
+    while (( $# >= 2 )); do
+        frames+="$1 ${#2}"$'\n'"$2"
+        shift 2
+    done
+    { "$__cg_tool_flock" 9 && builtin printf '%s' "$frames" >&"$__cg_ev_fd"; } 9>>"$__cg_lock"
+}
+
+# Like __cg_emit for one frame with a JSON body, which serde_json will only accept as valid
+# UTF-8: text that bash found (file names, help texts) could contain other bytes, so a body
+# with bytes above 0x7f is passed through `iconv -c`, which drops invalid sequences. JSON's
+# structure is ASCII, so it survives that.
+__cg_emit_json() {
+    local LC_ALL=C body=$2
+    if [[ $body == *[$'\x80'-$'\xff']* ]]; then
+        if [[ $__cg_tool_iconv ]]; then
+            body=$(builtin printf '%s' "$body" | "$__cg_tool_iconv" -c -f UTF-8 -t UTF-8; builtin printf x)
+            body=${body%x}
+        else
+            body=${body//[$'\x80'-$'\xff']/?}
+        fi
+    fi
+    __cg_emit "$1" "$body"
+}
+
+# ----------------------------------------------------------------------------------------------
+# JSON.
+# ----------------------------------------------------------------------------------------------
+
+# Sets __cg_json to STRING as a JSON string literal. Bytes above 0x7f are left as they are (see
+# __cg_emit_json).
+__cg_json_quote() {
+    local LC_ALL=C s=$1 i c
+    s=${s//\\/\\\\}
+    s=${s//\"/\\\"}
+    s=${s//$'\n'/\\n}
+    s=${s//$'\t'/\\t}
+    s=${s//$'\r'/\\r}
+    if [[ $s == *[$'\x01'-$'\x1f']* ]]; then
+        for (( i = 1; i < 32; i++ )); do
+            builtin printf -v c "\\x$(( i / 16 ))$(builtin printf '%x' $(( i % 16 )))"
+            s=${s//"$c"/$(builtin printf '\\u%04x' "$i")}
+        done
+    fi
+    __cg_json="\"$s\""
+}
+
+# Sets __cg_json to a JSON array of the arguments.
+__cg_json_array() {
+    local out= item
+    for item in "$@"; do
+        __cg_json_quote "$item"
+        out+=${out:+,}$__cg_json
+    done
+    __cg_json="[$out]"
+}
+
+# Sets __cg_utf8 to the UTF-8 encoding of the code point given as a number.
+__cg_utf8_encode() {
+    local cp=$1 format
+    if (( cp < 0x80 )); then
+        builtin printf -v format '\\x%02x' "$cp"
+    elif (( cp < 0x800 )); then
+        builtin printf -v format '\\x%02x\\x%02x' $(( 0xc0 | cp >> 6 )) $(( 0x80 | (cp & 0x3f) ))
+    elif (( cp < 0x10000 )); then
+        builtin printf -v format '\\x%02x\\x%02x\\x%02x' $(( 0xe0 | cp >> 12 )) \
+            $(( 0x80 | (cp >> 6 & 0x3f) )) $(( 0x80 | (cp & 0x3f) ))
+    else
+        builtin printf -v format '\\x%02x\\x%02x\\x%02x\\x%02x' $(( 0xf0 | cp >> 18 )) \
+            $(( 0x80 | (cp >> 12 & 0x3f) )) $(( 0x80 | (cp >> 6 & 0x3f) )) $(( 0x80 | (cp & 0x3f) ))
+    fi
+    builtin printf -v __cg_utf8 "$format"
+}
+
+# Reads the string member NAME of the flat JSON object BODY (a command from the runner) into
+# __cg_json_value. Escaped backslashes and quotes are first swapped for the bytes 0x01 and
+# 0x02, which JSON text cannot contain raw; after that, the first quote really ends a string.
+__cg_json_get_string() {
+    local LC_ALL=C body=$1 value out= segment cp low
+    body=${body//\\\\/$'\x01'}
+    body=${body//\\\"/$'\x02'}
+    __cg_json_value=
+    [[ $body == *\"$2\"*([[:space:]]):*([[:space:]])\"* ]] || return 1
+    value=${body#*\"$2\"*([[:space:]]):*([[:space:]])\"}
+    value=${value%%\"*}
+    value=${value//\\n/$'\n'}
+    value=${value//\\t/$'\t'}
+    value=${value//\\r/$'\r'}
+    value=${value//\\b/$'\b'}
+    value=${value//\\f/$'\f'}
+    value=${value//\\\//\/}
+    # \uXXXX escapes are decoded from left to right, so that decoded text is never read again.
+    while [[ $value == *\\u[[:xdigit:]][[:xdigit:]][[:xdigit:]][[:xdigit:]]* ]]; do
+        segment=${value%%\\u[[:xdigit:]][[:xdigit:]][[:xdigit:]][[:xdigit:]]*}
+        cp=$(( 16#${value:${#segment}+2:4} ))
+        value=${value:${#segment}+6}
+        if (( cp >= 0xd800 && cp < 0xdc00 )) && [[ $value == \\u[dD][c-fC-F][[:xdigit:]][[:xdigit:]]* ]]; then
+            low=$(( 16#${value:2:4} ))
+            value=${value:6}
+            cp=$(( 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00) ))
+        fi
+        segment=${segment//$'\x02'/\"}
+        out+=${segment//$'\x01'/\\}
+        if (( cp > 0 )); then
+            __cg_utf8_encode "$cp"
+            out+=$__cg_utf8
+        fi
+    done
+    value=${value//$'\x02'/\"}
+    __cg_json_value=$out${value//$'\x01'/\\}
+}
+
+# Reads the integer member NAME of the flat JSON object BODY into __cg_json_value (0 if absent).
+__cg_json_get_int() {
+    local LC_ALL=C body=$1
+    body=${body//\\\\/}
+    body=${body//\\\"/}
+    __cg_json_value=0
+    # Skip string values, which could contain the member's name.
+    while [[ $body == *\"*\"* ]]; do
+        if [[ ${body%%\"*} == *\"$2\"* ]]; then break; fi
+        local head=${body%%\"*}
+        local rest=${body#*\"}
+        if [[ ${rest%%\"*} == "$2" ]]; then
+            rest=${rest#*\"}
+            rest=${rest##*([[:space:]]):*([[:space:]])}
+            [[ $rest =~ ^[0-9]+ ]] && __cg_json_value=$((10#${BASH_REMATCH[0]}))
+            return 0
+        fi
+        body=${rest#*\"}
+        : "$head"
+    done
+    return 1
+}
+
+# ----------------------------------------------------------------------------------------------
+# Output forwarding.
+# ----------------------------------------------------------------------------------------------
+
+# Sends LENGTH bytes of FILE, from OFFSET, as one frame of KIND. Runs in a forwarder.
+__cg_forward_part() {
+    local kind=$1 file=$2 offset=$3 length=$4 whole=$5
+    {
+        "$__cg_tool_flock" 9 || return
+        builtin printf '%s %d\n' "$kind" "$length"
+        if (( offset == 0 && length == whole )); then
+            "$__cg_tool_cat" -- "$file"
+        else
+            "$__cg_tool_dd" if="$file" bs=65536 iflag=skip_bytes,count_bytes skip="$offset" \
+                count="$length" status=none
+        fi
+    } 9>>"$__cg_lock" >&"$__cg_ev_fd"
+}
+
+# The body of a forwarder process: copies what arrives on the FIFO open on FD to the runner as
+# frames of KIND (stdout or stderr) until it is killed.
+#
+# `dd count=1` makes one read(2), which returns whatever the pipe holds, so output is forwarded
+# as soon as it is written; its block size is larger than a pipe can hold, so one read takes all
+# the pending bytes and a marker (written in one atomic write) never straddles two chunks. When
+# the driver is waiting for the end of a cell (the sync file holds a number this forwarder has
+# not acknowledged yet), each chunk is searched for the marker: the bytes before it are the end
+# of the cell's output; the forwarder then acknowledges the number on the ack FIFO. Bytes after
+# the marker come from background jobs and are forwarded too.
+__cg_forward() {
+    local kind=$1 fd=$2
+    local chunk=$__cg_dir/$kind.chunk stats=$__cg_dir/$kind.stats sync=$__cg_dir/sync
+    local marker= acked=0 seq n off rest dd_pid=
+    local -a lines
+    builtin trap '' INT
+    builtin trap '[[ $dd_pid ]] && builtin kill "$dd_pid" 2>/dev/null; builtin exit 0' TERM
+    exec 0</dev/null
+    IFS= builtin read -r -d '' marker < "$__cg_dir/marker"
+    while :; do
+        # dd runs in the background so that the TERM trap can run (and kill it) at shutdown.
+        LC_ALL=C "$__cg_tool_dd" bs=1048576 count=1 of="$chunk" <&"$fd" 2>|"$stats" &
+        dd_pid=$!
+        builtin wait "$dd_pid" || break
+        dd_pid=
+        builtin mapfile -t lines < "$stats"
+        n=${lines[2]%% *}
+        [[ $n == +([0-9]) ]] && (( n > 0 )) || break
+        IFS= builtin read -r seq < "$sync"
+        if [[ $seq == "$acked" ]]; then
+            __cg_forward_part "$kind" "$chunk" 0 "$n" "$n"
+        elif (( n == ${#marker} )) && IFS= builtin read -r -N "$n" rest < "$chunk" && [[ $rest == "$marker" ]]; then
+            builtin printf '%s %s\n' "$kind" "$seq" >&"$__cg_ack_fd"
+            acked=$seq
+        elif off=$(LC_ALL=C "$__cg_tool_grep" -abo -m1 -F -e "$marker" -- "$chunk"); then
+            off=${off%%:*}
+            (( off > 0 )) && __cg_forward_part "$kind" "$chunk" 0 "$off" "$n"
+            builtin printf '%s %s\n' "$kind" "$seq" >&"$__cg_ack_fd"
+            acked=$seq
+            off=$(( off + ${#marker} ))
+            (( off < n )) && __cg_forward_part "$kind" "$chunk" "$off" $(( n - off )) "$n"
+        else
+            __cg_forward_part "$kind" "$chunk" 0 "$n" "$n"
+        fi
+    done
+    __cg_log "the $kind forwarder stopped"
+}
+
+# Waits until both forwarders have sent everything the cell wrote. The marker is read from its
+# file each time rather than kept in a variable, because a cell that prints all variables (`set`)
+# would otherwise print the marker too.
+__cg_sync_output() {
+    local TMOUT= marker kind seq out= err=
+    __cg_seq=$(( __cg_seq + 1 ))
+    builtin printf '%s\n' "$__cg_seq" >| "$__cg_dir/sync"
+    IFS= builtin read -r -d '' marker < "$__cg_dir/marker"
+    builtin printf '%s' "$marker" >&"$__cg_out_fd"
+    builtin printf '%s' "$marker" >&"$__cg_err_fd"
+    while [[ -z $out || -z $err ]]; do
+        if IFS=' ' builtin read -r -t 10 -u "$__cg_ack_fd" kind seq; then
+            if [[ $seq == "$__cg_seq" ]]; then
+                case $kind in
+                    stdout) out=1 ;;
+                    stderr) err=1 ;;
+                esac
+            fi
+        elif ! builtin kill -0 "${__cg_forwarders[@]}" 2>/dev/null; then
+            __cg_log "a forwarder has died; output may be lost"
+            return 1
+        fi
+    done
+}
+
+# ----------------------------------------------------------------------------------------------
+# The life of a cell.
+# ----------------------------------------------------------------------------------------------
+
+# Handles commands until an `execute` arrives, then prepares the cell and returns 0 so that the
+# step line sources it. Exits the shell on `shutdown` and at the end of input.
+__cg_step() {
+    # A cell whose __cg_end_cell did not run (bash discarded the rest of the step line) is
+    # finished first.
+    [[ $__cg_cell_open ]] && __cg_end_cell 1
+    while __cg_read_frame; do
+        case $__cg_kind in
+            execute)
+                if __cg_check_syntax; then
+                    __cg_begin_cell
+                    return 0
+                fi
+                ;;
+            complete) __cg_complete ;;
+            is_complete) __cg_is_complete ;;
+            inspect) __cg_inspect ;;
+            input_reply | input_abort) ;; # Bash cells never ask for input: their stdin is /dev/null.
+            shutdown) __cg_quit 0 ;;
+            *) __cg_log "ignoring an unknown command: $__cg_kind" ;;
+        esac
+    done
+    __cg_quit 0
+}
+
+__cg_begin_cell() {
+    local option
+    # The opening brace shares the first line with the code, so that $LINENO is right.
+    builtin printf '{ %s\n}\n' "$__cg_body" >| "$__cg_cell_file"
+    __cg_cell_open=1
+    __cg_abort_reason= __cg_abort_status= __cg_abort_command= __cg_captured=
+    builtin trap -- "$__cg_err_trap" ERR
+    builtin trap '__cg_abort_cell interrupt 130' INT
+    [[ -s $__cg_dir/traps ]] && . "$__cg_dir/traps"
+    [[ $__cg_user_extdebug ]] && builtin shopt -s extdebug
+    # The user's options come back last: from here on the user's code is running.
+    builtin set -o errtrace
+    for option in $__cg_user_options; do
+        builtin set -o "$option"
+    done
+    [[ $__cg_user_verbose ]] && builtin set -o verbose
+    [[ $__cg_user_xtrace ]] && builtin set -o xtrace
+    return 0
+}
+
+# Runs right after a cell, from the step line. STATUS defaults to the cell's exit status.
+__cg_end_cell() {
+    local status=${1-$?}
+    [[ $__cg_cell_open ]] || return 0
+    builtin trap '' INT
+    __cg_capture_user_state
+    builtin trap - DEBUG
+    [[ $__cg_user_extdebug ]] || builtin shopt -u extdebug
+    __cg_cell_open=
+    __cg_sync_output
+    __cg_report "$status"
+}
+
+# Saves the user's shell options and DEBUG/RETURN/ERR traps, then switches to the driver's
+# neutral settings. Runs once per cell: at the end, or as soon as the cell is aborted.
+__cg_capture_user_state() {
+    [[ $__cg_captured ]] && return 0
+    local opts=$SHELLOPTS line= text= option
+    builtin set "${__cg_neutral_options[@]}"
+    __cg_captured=1
+    __cg_user_options= __cg_user_xtrace= __cg_user_verbose=
+    for option in ${opts//:/ }; do
+        case $option in
+            xtrace) __cg_user_xtrace=1 ;;
+            verbose) __cg_user_verbose=1 ;;
+            *) [[ $__cg_restorable_options == *" $option "* ]] && __cg_user_options+=" $option" ;;
+        esac
+    done
+    if [[ :$BASHOPTS: == *:extdebug:* ]]; then __cg_user_extdebug=1; else __cg_user_extdebug=; fi
+    builtin trap -p DEBUG RETURN >| "$__cg_dir/traps"
+    # The ERR trap is the driver's guard, followed by the user's own ERR trap if there is one.
+    # When a cell set a different ERR trap, that one becomes the user's trap from now on.
+    builtin trap -p ERR >| "$__cg_dir/err-trap"
+    IFS= builtin read -r -d '' line < "$__cg_dir/err-trap"
+    if [[ $line ]]; then
+        line=${line#'trap -- '}
+        line=${line%$'\n'}
+        builtin eval "text=${line% ERR}"
+    fi
+    if [[ $text != "$__cg_err_trap" ]]; then
+        __cg_user_err_trap=$text
+        __cg_make_err_trap
+    fi
+    builtin trap - DEBUG RETURN ERR
+    return 0
+}
+
+__cg_make_err_trap() {
+    __cg_err_trap='__cg_err_guard "$?"'
+    [[ $__cg_user_err_trap ]] && __cg_err_trap+=$'\n'$__cg_user_err_trap
+}
+
+# True while the shell is running code of the cell (the cell file is on the source stack).
+__cg_in_cell() {
+    local source
+    for source in "${BASH_SOURCE[@]}"; do
+        [[ $source == "$__cg_cell_file" ]] && return 0
+    done
+    return 1
+}
+
+# Stops the running cell: from the next command on, the DEBUG trap makes bash return from
+# every function and from the sourced cell. REASON is interrupt, exit or errexit.
+__cg_abort_cell() {
+    [[ $__cg_cell_open ]] || return 0
+    if [[ -z $__cg_abort_reason ]]; then
+        __cg_abort_reason=$1 __cg_abort_status=$2 __cg_abort_command=${3-}
+    fi
+    __cg_capture_user_state
+    builtin shopt -s extdebug
+    builtin trap '__cg_unwind' DEBUG
+}
+
+# The DEBUG trap of an aborted cell. With extdebug, a DEBUG trap that returns 2 inside a
+# function or sourced file makes bash return from it instead of running the command.
+__cg_unwind() {
+    __cg_in_cell && return 2
+    return 0
+}
+
+# The driver's ERR trap; STATUS is the failed command's. Under `set -e` bash is about to end
+# the shell; switching errexit off here (ERR traps run first) prevents that, and the cell is
+# aborted instead. Subshells are left alone: for them, exiting is the right thing. Returns
+# STATUS so that a user's ERR trap running after this one still sees it in $?.
+__cg_err_guard() {
+    if [[ $BASHPID == "$__cg_pid" && $- == *e* ]]; then
+        if __cg_in_cell; then
+            __cg_abort_cell errexit "$1" "$BASH_COMMAND"
+        else
+            __cg_capture_user_state
+        fi
+    fi
+    return "$1"
+}
+
+# `exit` in a cell ends the cell and leaves the kernel running. In subshells, and outside cells,
+# it is the builtin.
+exit() {
+    local status=$?
+    if [[ $BASHPID != "$__cg_pid" || -z $__cg_cell_open ]]; then
+        builtin exit "$@"
+    fi
+    if (( $# )); then
+        if [[ $1 =~ ^[[:space:]]*[-+]?[0-9]+[[:space:]]*$ ]]; then
+            status=$(( ($1) & 255 ))
+        else
+            builtin printf 'bash: exit: %s: numeric argument required\n' "$1" >&2
+            status=2
+        fi
+    fi
+    builtin printf 'bash: exit: the cell ended with status %d; the kernel keeps running\n' "$status" >&2
+    __cg_abort_cell exit "$status"
+    return "$status"
+}
+
+# Sends the cell's outcome: an error event when it failed, then `done`.
+__cg_report() {
+    local status=$1 ename= evalue= command
+    local -a traceback=()
+    case $__cg_abort_reason in
+        interrupt)
+            ename=Interrupted
+            evalue='Execution was interrupted by SIGINT'
+            ;;
+        exit)
+            if (( __cg_abort_status != 0 )); then
+                ename=ExitStatus
+                evalue="exit $__cg_abort_status ended the cell"
+            fi
+            ;;
+        errexit)
+            command=${__cg_abort_command%%$'\n'*}
+            (( ${#command} > 200 )) && command="${command:0:200}..."
+            ename=ExitStatus
+            evalue="set -e stopped the cell: \`$command' exited with status $__cg_abort_status"
+            ;;
+        *)
+            if (( status != 0 )); then
+                ename=ExitStatus
+                evalue="the cell ended with exit status $status"
+            fi
+            ;;
+    esac
+    if [[ -z $ename ]]; then
+        __cg_emit done '{"status":"ok"}'
+        return
+    fi
+    (( ${#traceback[@]} )) || traceback=("$ename: $evalue")
+    local body='{"ename":'
+    __cg_json_quote "$ename"
+    body+=$__cg_json',"evalue":'
+    __cg_json_quote "$evalue"
+    body+=$__cg_json',"traceback":'
+    __cg_json_array "${traceback[@]}"
+    body+=$__cg_json'}'
+    if [[ $body == *[$'\x80'-$'\xff']* ]]; then
+        __cg_emit_json error "$body"
+        __cg_emit done '{"status":"error"}'
+    else
+        __cg_emit error "$body" done '{"status":"error"}'
+    fi
+}
+
+# Parses the cell in __cg_body without running it, as the body of a function definition.
+# Returns 0 when the cell should run. Otherwise reports it and returns 1: a syntax error is sent
+# as stderr output and an error event (with the user's line numbers), and a cell of nothing but
+# blanks and comments, which bash would reject as an empty `{ }`, is simply done.
+__cg_check_syntax() {
+    local base line number lines definition
+    local -a messages=()
+    base=$LINENO; builtin eval "__cg_check() { $__cg_body"$'\n}' 2>|"$__cg_dir/check"
+    if (( $? == 0 )) && builtin declare -F __cg_check >/dev/null; then
+        builtin unset -f __cg_check
+        return 0
+    fi
+    builtin unset -f __cg_check
+    if builtin eval "__cg_check() { $__cg_body"$'\n:\n}' 2>/dev/null; then
+        builtin declare -f __cg_check >|"$__cg_dir/check-empty"
+        builtin unset -f __cg_check
+        IFS= builtin read -r -d '' definition < "$__cg_dir/check-empty"
+        if [[ $definition == $'__cg_check () \n{ \n    :\n}\n' ]]; then
+            __cg_emit done '{"status":"ok"}'
+            return 1
+        fi
+    fi
+    # bash numbers the lines of the eval'd text from the line of the eval command.
+    lines=${__cg_body//[!$'\n']/}
+    lines=$(( ${#lines} + 1 ))
+    while IFS= builtin read -r line; do
+        if [[ $line =~ eval:\ line\ ([0-9]+):\ (.*)$ ]]; then
+            number=$(( BASH_REMATCH[1] - base + 1 ))
+            (( number < 1 )) && number=1
+            (( number > lines )) && number=$lines
+            line=${BASH_REMATCH[2]}
+            line=${line/#\`__cg_check() \{ /\`}
+            messages+=("line $number: $line")
+        fi
+    done < "$__cg_dir/check"
+    (( ${#messages[@]} )) || messages=("syntax error")
+    local body='{"ename":"SyntaxError","evalue":'
+    __cg_json_quote "${messages[0]}"
+    body+=$__cg_json',"traceback":'
+    __cg_json_array "${messages[@]}"
+    body+=$__cg_json'}'
+    builtin printf -v line 'bash: %s\n' "${messages[@]}"
+    __cg_emit stderr "$line"
+    __cg_emit_json error "$body"
+    __cg_emit done '{"status":"error"}'
+    return 1
+}
+
+# ----------------------------------------------------------------------------------------------
+# Completion, completeness and inspection.
+# ----------------------------------------------------------------------------------------------
+
+# Reads the code and cursor of a request; the cursor is converted from code points, and the
+# text before it is left in __cg_before.
+__cg_read_cursor_request() {
+    __cg_json_get_string "$__cg_body" code
+    __cg_code=$__cg_json_value
+    __cg_json_get_int "$__cg_body" cursor_pos
+    __cg_cursor=$__cg_json_value
+    local LC_ALL=$__cg_text_locale
+    (( __cg_cursor > ${#__cg_code} )) && __cg_cursor=${#__cg_code}
+    __cg_before=${__cg_code:0:__cg_cursor}
+    __cg_after=${__cg_code:__cg_cursor}
+}
+
+# The characters that end a word for completion and inspection.
+__cg_word_break=$' \t\n;|&()<>`"\'='
+
+__cg_complete() {
+    __cg_read_cursor_request
+    local LC_ALL=$__cg_text_locale
+    local token=${__cg_before##*[$__cg_word_break]}
+    local start=$(( __cg_cursor - ${#token} ))
+    local prefix=${__cg_before:0:start} quoted= name
+    local -a found=() matches=()
+    prefix=${prefix%%+([[:blank:]])}
+    [[ $prefix == *[\"\'] ]] && quoted=1
+    if [[ $token == '${'* ]]; then
+        while IFS= builtin read -r name; do found+=("\${$name}"); done \
+            < <(builtin compgen -v -- "${token:2}")
+    elif [[ $token == '$'* ]]; then
+        while IFS= builtin read -r name; do found+=("\$$name"); done \
+            < <(builtin compgen -v -- "${token:1}")
+    else
+        if [[ -z $prefix || $prefix == *[\;\|\&\(\`$'\n'] ||
+            $prefix =~ (^|[[:space:]])(then|do|else|elif|if|while|until|time|command|exec|builtin|!)$ ]] &&
+            [[ $token != */* ]]; then
+            while IFS= builtin read -r name; do found+=("$name"); done \
+                < <(builtin compgen -c -- "$token")
+        else
+            while IFS= builtin read -r name; do
+                [[ -d $name ]] && name+=/
+                [[ $quoted ]] || builtin printf -v name '%q' "$name"
+                # %q escapes the ~ of ~/..., which must stay expandable.
+                [[ $name == '\~'* ]] && name=${name:1}
+                found+=("$name")
+            done < <(builtin compgen -f -- "$token")
+        fi
+    fi
+    # Sorted, without duplicates and without the driver's own names.
+    if (( ${#found[@]} )); then
+        while IFS= builtin read -r name; do
+            [[ $name == ?(\$)?(\{)__cg_* ]] || matches+=("$name")
+        done < <(builtin printf '%s\n' "${found[@]}" | LC_ALL=C "$__cg_tool_sort" -u)
+    fi
+    __cg_json_array "${matches[@]}"
+    __cg_emit_json complete_reply \
+        "{\"matches\":$__cg_json,\"cursor_start\":$start,\"cursor_end\":$__cg_cursor,\"metadata\":{}}"
+}
+
+# Uses `bash -n` on the code: unexpected end of input (or a here-document or line continuation
+# left open) means incomplete, any other error invalid.
+__cg_is_complete() {
+    local status=complete message=
+    __cg_json_get_string "$__cg_body" code
+    builtin printf '%s\n' "$__cg_json_value" >| "$__cg_dir/is-complete"
+    if ! "$__cg_bash" --norc --noprofile -n -O extglob "$__cg_dir/is-complete" 2>|"$__cg_dir/check"; then
+        status=invalid
+    fi
+    IFS= builtin read -r -d '' message < "$__cg_dir/check"
+    if [[ $message == *'unexpected end of file'* || $message == *'unexpected EOF'* ||
+        $message == *'here-document'* ]]; then
+        status=incomplete
+    elif [[ $status == complete && $__cg_json_value =~ (^|[^\\])(\\\\)*\\$ ]]; then
+        status=incomplete
+    fi
+    if [[ $status == incomplete ]]; then
+        __cg_emit is_complete_reply '{"status":"incomplete","indent":""}'
+    else
+        __cg_emit is_complete_reply "{\"status\":\"$status\"}"
+    fi
+}
+
+# Shows `type` (and `help` for builtins and keywords) for the word at the cursor, or the
+# declaration of a variable for $NAME.
+__cg_inspect() {
+    __cg_read_cursor_request
+    local LC_ALL=$__cg_text_locale
+    local word=${__cg_before##*[$__cg_word_break]}${__cg_after%%[$__cg_word_break]*}
+    local text= found=false kind
+    local out=$__cg_dir/inspect
+    word=${word%%[{\}]}
+    if [[ $word =~ ^\$\{?([A-Za-z_][A-Za-z0-9_]*) ]]; then
+        word=${BASH_REMATCH[1]}
+        if [[ $word != __cg_* ]] && builtin declare -p "$word" >|"$out" 2>&1; then
+            found=true
+        fi
+    elif [[ $word && $word != __cg_* ]]; then
+        if builtin type -a -- "$word" >|"$out" 2>&1; then
+            found=true
+            kind=$(builtin type -t -- "$word")
+            if [[ $kind == builtin || $kind == keyword ]]; then
+                { builtin printf '\n'; builtin help -- "$word"; } >>"$out" 2>&1
+            fi
+        fi
+    fi
+    if [[ $found == true ]]; then
+        IFS= builtin read -r -d '' text < "$out"
+        __cg_json_quote "$text"
+        __cg_emit_json inspect_reply "{\"found\":true,\"data\":{\"text/plain\":$__cg_json},\"metadata\":{}}"
+    else
+        __cg_emit inspect_reply '{"found":false,"data":{},"metadata":{}}'
+    fi
+}
+
+# ----------------------------------------------------------------------------------------------
+# Start and end.
+# ----------------------------------------------------------------------------------------------
+
+# Ends the driver: stops the forwarders, removes the temporary files and exits with STATUS.
+__cg_quit() {
+    builtin trap '' INT TERM HUP
+    [[ ${__cg_forwarders[*]} ]] && builtin kill -TERM "${__cg_forwarders[@]}" 2>/dev/null
+    [[ -d $__cg_dir ]] && "$__cg_tool_rm" -rf -- "$__cg_dir"
+    builtin exit "$1"
+}
+
+# Writes a fresh random marker for the end-of-cell synchronisation into its file.
+__cg_make_marker() {
+    local marker
+    builtin printf -v marker 'cellgate-sync-%08x%08x%08x%08x' \
+        $(( ${SRANDOM:-0} ^ RANDOM << 16 ^ RANDOM )) $(( ${SRANDOM:-0} ^ RANDOM << 16 ^ RANDOM )) \
+        $(( ${SRANDOM:-0} ^ RANDOM << 16 ^ RANDOM )) $(( ${SRANDOM:-0} ^ RANDOM << 16 ^ RANDOM ))
+    builtin printf '%s' "$marker" >| "$__cg_dir/marker"
+}
+
+# A UTF-8 locale lets ${#text} count code points, as the protocol's cursor positions do.
+__cg_pick_text_locale() {
+    local candidate sample
+    for candidate in C.UTF-8 C.utf8 en_US.UTF-8; do
+        local LC_ALL=$candidate 2>/dev/null
+        sample=$'\xc3\xa9'
+        if (( ${#sample} == 1 )); then
+            __cg_text_locale=$candidate
+            return 0
+        fi
+    done
+    __cg_text_locale=C
+}
+
+__cg_init() {
+    local tool
+    # File descriptors: the runner's pipes move to high numbers, and between cells the shell's
+    # own fd 0 and fd 1 point at /dev/null, so that nothing the shell prints by itself (a
+    # user's trap running at the top level, say) can corrupt the event stream. fd 3 holds the
+    # diagnostics stream parked by the bootstrap; fd 4 the command stream, which bash reads
+    # through a descriptor of its own.
+    exec {__cg_cmd_fd}<&0 {__cg_ev_fd}>&1 {__cg_diag_fd}>&3 {__cg_null_fd}</dev/null
+    exec 0<&"$__cg_null_fd" 1>/dev/null 2>&"$__cg_diag_fd" 3>&- 4<&-
+
+    for tool in dd flock cat grep sort mktemp mkfifo rm; do
+        __cg_find_tool "$tool" "__cg_tool_$tool" || {
+            __cg_log "$tool was not found on PATH"
+            builtin exit 1
+        }
+    done
+    __cg_find_tool iconv __cg_tool_iconv || __cg_tool_iconv=
+    __cg_bash=$BASH
+
+    __cg_dir=$("$__cg_tool_mktemp" -d "${TMPDIR:-/tmp}/cellgate-bash.XXXXXXXX") || builtin exit 1
+    __cg_cell_file=$__cg_dir/cell
+    __cg_lock=$__cg_dir/lock
+    "$__cg_tool_mkfifo" -m 600 "$__cg_dir/stdout" "$__cg_dir/stderr" "$__cg_dir/ack" || __cg_quit 1
+    # Opened read-write, a FIFO never blocks the open and never reports end of file.
+    exec {__cg_out_fd}<>"$__cg_dir/stdout" {__cg_err_fd}<>"$__cg_dir/stderr" {__cg_ack_fd}<>"$__cg_dir/ack"
+    builtin printf '0\n' >| "$__cg_dir/sync"
+    : >| "$__cg_lock"
+    __cg_make_marker
+    __cg_pick_text_locale
+
+    # Job control would give each command its own process group, out of reach of interrupts.
+    builtin set +o monitor +o history
+    unset HISTFILE
+    builtin shopt -s extglob
+    BASH_ARGV0=bash
+
+    # Forwarders are disowned so that `jobs` and `wait` in cells do not see them.
+    __cg_forwarders=()
+    __cg_forward stdout "$__cg_out_fd" &
+    __cg_forwarders+=($!)
+    __cg_forward stderr "$__cg_err_fd" &
+    __cg_forwarders+=($!)
+    builtin disown -a
+
+    # An interactive shell ignores SIGTERM; the driver should rather clean up and go.
+    builtin trap '__cg_quit 143' TERM
+    builtin trap '__cg_quit 129' HUP
+    builtin trap '' INT
+
+    __cg_seq=0
+    __cg_cell_open=
+    __cg_user_options= __cg_user_xtrace= __cg_user_verbose= __cg_user_extdebug=
+    __cg_user_err_trap=
+    __cg_make_err_trap
+
+    local version banner
+    __cg_json_quote "$BASH_VERSION"
+    version=$__cg_json
+    __cg_json_quote "GNU bash, version $BASH_VERSION"$'\n'"cellgate Bash driver $__cg_version"
+    banner=$__cg_json
+    __cg_emit ready "{\"implementation\":\"cellgate-bash\",\"implementation_version\":\"$__cg_version\",\"language_info\":{\"name\":\"bash\",\"version\":$version,\"mimetype\":\"text/x-sh\",\"file_extension\":\".sh\",\"pygments_lexer\":\"bash\",\"codemirror_mode\":\"shell\"},\"banner\":$banner}"
+}
+
+__cg_init

@@ -4,12 +4,13 @@
 // runner's stderr on fd 5, and the user's fds 1 and 2 pointing at FIFOs whose reading ends are
 // fds 6 and 7 (see docs/driver-protocol.md for the frames spoken on fds 3 and 4).
 //
-// The process has two threads. The main thread runs the user's cells. A worker thread, the
+// The process has three threads. The main thread runs the user's cells. A worker thread, the
 // forwarder, owns the event pipe: it reads the FIFOs and forwards the user's output while cells
-// run, writes every frame the main thread hands it, and watches for interrupts. It lives on its
-// own thread because a cell can keep the main thread busy for as long as it likes, and output
-// must keep flowing meanwhile: otherwise a cell printing more than a pipe holds would block
-// forever on a pipe that nobody drains.
+// run, and writes every frame the main thread hands it. It lives on its own thread because a
+// cell can keep the main thread busy for as long as it likes, and output must keep flowing
+// meanwhile: otherwise a cell printing more than a pipe holds would block forever on a pipe
+// that nobody drains. A second worker thread, the keeper, takes care of SIGINT (see
+// runKeeper).
 //
 // Cells are evaluated through V8's inspector in "REPL mode", the mode developer consoles use: it
 // gives top-level `await`, lets `let`, `const` and `class` declarations be redeclared by later
@@ -28,18 +29,24 @@ const exitProcess = process.exit.bind(process);
 // Descriptors set up by launch.sh.
 const FD = { control: 3, events: 4, diagnostics: 5, stdoutReader: 6, stderrReader: 7 };
 
-// Slots of the memory shared by the two threads (an Int32Array).
+// Slots of the memory shared by the threads (an Int32Array).
 const SHARED = {
   // The running cell and its phase, packed into one number (`cell * 4 + phase`) so that the
-  // forwarder reads both at once.
+  // keeper reads both at once.
   state: 0,
-  // How many SIGINTs the forwarder has seen.
-  sigints: 1,
-  // The last cell whose interrupt request the main thread has handled.
-  acknowledged: 2,
-  // 1 while the forwarder can see SIGINTs (its sentinel process runs), else 0.
-  watching: 3,
-  length: 4,
+  // 1 while the main thread is inside a cell's guarded run, so its SIGINT watchdog is armed.
+  mainGuarded: 1,
+  // 1 while the keeper is arming a watchdog of its own (see enterGuard in runKeeper).
+  keeperEntering: 2,
+  // 1 once the keeper runs.
+  keeperUp: 3,
+  // The last interrupt request (by sequence number) the main thread has handled.
+  acknowledged: 4,
+  // Bumped by a cell's fence to have the keeper arm its watchdog again (see fence()).
+  keeperWake: 5,
+  // Bumped by the keeper each time it has armed a watchdog.
+  keeperArmed: 6,
+  length: 7,
 };
 
 // What the main thread is doing with the current cell.
@@ -152,7 +159,6 @@ function runForwarder() {
   const net = require('net');
 
   diagnosticsFd = workerData.diagnosticsFd;
-  const shared = new Int32Array(workerData.shared);
   const markerPrefix = Buffer.from(workerData.markerPrefix, 'latin1');
   let eventsOpen = true;
 
@@ -294,88 +300,169 @@ function runForwarder() {
     pending.push(message);
     pump();
   });
-
-  watchInterrupts(shared, parentPort);
 }
 
-// Interrupts. The runner sends SIGINT to the whole process group. Node's SIGINT watchdog
-// stops a cell's synchronous part on the main thread, but once a cell awaits, the code that
-// runs after the await is out of the watchdog's reach, and a busy loop there would keep the
-// main thread from ever seeing the signal. A worker thread cannot receive signals, so the
-// forwarder keeps a sentinel child process in the group (a `cat` reading a pipe nobody writes
-// to): when the sentinel dies of SIGINT, the group was interrupted. The forwarder then asks the
-// main thread to abandon the cell, and if the main thread does not answer within a moment it
-// is stuck in user code, so the forwarder terminates that JavaScript execution through the
+// ---------------------------------------------------------------------------------------------
+// The keeper (worker thread).
+//
+// The runner interrupts a cell by sending SIGINT to the process group. A cell's synchronous part
+// runs under Node's SIGINT watchdog (vm's `breakOnSigint`, as in the Node REPL), which stops it
+// and throws a catchable error. Used alone, that watchdog is fragile: each guarded run starts a
+// helper thread and installs its signal handler, and each end of a run joins the thread and puts
+// back a handler that kills the process, with short windows in between where a SIGINT is fatal
+// or is kept for the next run. So the keeper stays inside a guarded run of its own for the life
+// of the process: the watchdog's helper then never stops, cells only register with it, and every
+// SIGINT is caught by some watchdog.
+//
+// Node hands a SIGINT to the most recently armed watchdog only. While a cell's synchronous part
+// runs, that is the cell's, so the cell stops. Otherwise it is the keeper's, which then decides:
+// when idle the signal is ignored; when a cell is awaiting, the keeper asks the main thread to
+// abandon it, and if the main thread does not answer within a moment it is stuck in user code
+// (a busy loop after an `await`), so the keeper terminates that JavaScript execution through the
 // main thread's inspector, the way a developer console's "stop" button does.
-function watchInterrupts(shared, parentPort) {
-  const { spawn } = require('child_process');
+//
+// The keeper's guarded runs come in two levels: an outer run for the thread's whole life and
+// inner runs inside it that do the waiting. A signal ends only the inner run, while the outer
+// one keeps the watchdog armed, so there is no moment without one.
+//
+// A cell's watchdog must also be out of the way before its synchronous part hands back to the
+// inspector: V8 aborts the whole process if execution is terminated while the inspector sets up
+// the promise of a REPL-mode evaluation. So every cell ends its synchronous part in a fence (see
+// fence() in runDriver) that has the keeper arm a watchdog on top of the cell's.
+
+function runKeeper() {
+  const { parentPort, workerData } = require('worker_threads');
+  const vm = require('vm');
   const inspector = require('inspector');
 
-  const CHECK_MS = 250;
-  let failures = 0;
+  diagnosticsFd = workerData.diagnosticsFd;
+  const shared = new Int32Array(workerData.shared);
+
+  let innerWait = null; // What the current inner run waits for: [slot, value, timeout].
+  let pendingSignals = 0;
+  let requestCount = 0;
+  let reraised = { state: -1, count: 0 };
   let mainSession = null;
 
-  function startSentinel() {
-    let child;
-    try {
-      child = spawn('cat', [], {
-        stdio: ['pipe', 'ignore', 'ignore'],
-        argv0: 'cellgate-interrupt-sentinel',
-      });
-    } catch (error) {
-      giveUp(error);
-      return;
-    }
-    child.on('error', giveUp);
-    child.on('spawn', () => Atomics.store(shared, SHARED.watching, 1));
-    child.stdin.on('error', () => {});
-    child.on('exit', (code, signal) => {
-      if (failures === Infinity) return;
-      if (signal === 'SIGINT') {
-        failures = 0;
-        onSigint();
-        startSentinel();
-      } else if (++failures < 5) {
-        setTimeout(startSentinel, 1000);
-      } else {
-        giveUp(new Error(`the sentinel keeps exiting (status ${code}, signal ${signal})`));
-      }
-    });
+  const hooks = {
+    outer() {
+      Atomics.store(shared, SHARED.keeperEntering, 0);
+      Atomics.notify(shared, SHARED.keeperEntering);
+      Atomics.store(shared, SHARED.keeperUp, 1);
+      Atomics.notify(shared, SHARED.keeperUp);
+      serve();
+    },
+    inner() {
+      Atomics.store(shared, SHARED.keeperEntering, 0);
+      Atomics.notify(shared, SHARED.keeperEntering);
+      Atomics.add(shared, SHARED.keeperArmed, 1);
+      Atomics.notify(shared, SHARED.keeperArmed);
+      Atomics.wait(shared, ...innerWait);
+    },
+  };
+  Object.defineProperty(globalThis, Symbol.for('cellgate.keeper'), { value: hooks });
+  const outer = new vm.Script('globalThis[Symbol.for("cellgate.keeper")].outer()', { filename: 'cellgate-keeper' });
+  const inner = new vm.Script('globalThis[Symbol.for("cellgate.keeper")].inner()', { filename: 'cellgate-keeper' });
+
+  // The keeper must never arm a watchdog while a cell's guarded run is in progress, before its
+  // fence: its own would then be the most recent one and take the cell's SIGINTs. It waits for
+  // that to pass, and announces that it is arming one, so that a cell starting meanwhile waits
+  // for it in turn (the main thread's side is in execute()).
+  function cellIsGuarded() {
+    return (
+      Atomics.load(shared, SHARED.state) % 4 === PHASE.sync &&
+      Atomics.load(shared, SHARED.mainGuarded) === 1
+    );
   }
 
-  function giveUp(error) {
-    if (failures === Infinity) return;
-    Atomics.store(shared, SHARED.watching, 0);
-    failures = Infinity;
-    diagnose(`cannot watch for interrupts of awaiting cells: ${error.message}`);
+  function enterGuard() {
+    for (;;) {
+      if (cellIsGuarded()) {
+        Atomics.wait(shared, SHARED.mainGuarded, 1, 100);
+        continue;
+      }
+      Atomics.store(shared, SHARED.keeperEntering, 1);
+      if (!cellIsGuarded()) return;
+      Atomics.store(shared, SHARED.keeperEntering, 0);
+      Atomics.notify(shared, SHARED.keeperEntering);
+    }
+  }
+
+  // Runs a script under the watchdog; true if a SIGINT stopped it.
+  function guarded(script) {
+    enterGuard();
+    try {
+      script.runInThisContext({ breakOnSigint: true });
+      return false;
+    } catch (error) {
+      if (error && error.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED') return true;
+      throw error;
+    } finally {
+      Atomics.store(shared, SHARED.keeperEntering, 0);
+      Atomics.notify(shared, SHARED.keeperEntering);
+    }
+  }
+
+  // Waits like Atomics.wait, inside an inner guarded run; true if a SIGINT ended the wait.
+  function waitGuarded(slot, value, timeout) {
+    innerWait = [slot, value, timeout];
+    return guarded(inner);
+  }
+
+  // The outer run's body: wait for signals, and arm again whenever a fence asks.
+  function serve() {
+    for (;;) {
+      while (pendingSignals > 0) {
+        pendingSignals--;
+        onSigint();
+      }
+      const wake = Atomics.load(shared, SHARED.keeperWake);
+      if (waitGuarded(SHARED.keeperWake, wake, Infinity)) pendingSignals++;
+    }
   }
 
   function onSigint() {
-    // Read the state before counting the signal: the main thread, when its watchdog caught
-    // this same SIGINT, waits for the count to move before it starts another cell, so a
-    // signal meant for one cell cannot interrupt the next.
     const state = Atomics.load(shared, SHARED.state);
-    Atomics.add(shared, SHARED.sigints, 1);
-    Atomics.notify(shared, SHARED.sigints);
-    if (state % 4 === PHASE.async) escalate(state);
+    if (state % 4 === PHASE.idle) return; // Nothing to interrupt.
+    if (cellIsGuarded()) {
+      handOn(state);
+    } else {
+      escalate(state);
+    }
   }
 
+  // A signal that reached the keeper although a cell's guarded run is in progress: the keeper
+  // armed its watchdog just before that run began. Its watchdog is out of the way now, so
+  // sending the signal again reaches the cell's.
+  function handOn(state) {
+    if (reraised.state === state && reraised.count >= 10) return;
+    reraised = { state, count: reraised.state === state ? reraised.count + 1 : 1 };
+    process.kill(process.pid, 'SIGINT');
+  }
+
+  // Asks the main thread to abandon a running cell until the cell has ended, and stops the
+  // main thread's JavaScript if it does not even handle the request (it is stuck in user code,
+  // such as a busy loop after an `await`).
   function escalate(state) {
     const cell = Math.floor(state / 4);
-    let checks = 0;
-    parentPort.postMessage({ interrupt: cell });
-    const timer = setInterval(() => {
-      const settled =
-        Atomics.load(shared, SHARED.state) !== state ||
-        Atomics.load(shared, SHARED.acknowledged) === cell;
-      if (settled || ++checks > 40) {
-        clearInterval(timer);
-        return;
+    const running = () => {
+      const now = Atomics.load(shared, SHARED.state);
+      return Math.floor(now / 4) === cell && now % 4 !== PHASE.idle;
+    };
+    let request = ++requestCount;
+    parentPort.postMessage({ interrupt: cell, request });
+    let lastTermination = 0;
+    for (let round = 1; ; round++) {
+      waitGuarded(SHARED.state, Atomics.load(shared, SHARED.state), round < 50 ? 100 : 1000);
+      if (!running()) return;
+      const handled = Atomics.load(shared, SHARED.acknowledged) >= request;
+      if (!handled && !cellIsGuarded() && Date.now() - lastTermination >= 1000) {
+        terminateMainThreadScript();
+        lastTermination = Date.now();
       }
-      // The main thread has not handled the request: it is busy in user code.
-      if (checks % 4 === 1) terminateMainThreadScript();
-      parentPort.postMessage({ interrupt: cell });
-    }, CHECK_MS);
+      request = ++requestCount;
+      parentPort.postMessage({ interrupt: cell, request });
+    }
   }
 
   function terminateMainThreadScript() {
@@ -390,7 +477,14 @@ function watchInterrupts(shared, parentPort) {
     }
   }
 
-  startSentinel();
+  for (;;) {
+    try {
+      if (guarded(outer)) pendingSignals++;
+    } catch (error) {
+      diagnose(`the keeper's guarded run failed: ${error.stack || error}`);
+      sleep(100);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -441,53 +535,38 @@ function runDriver() {
   const stderrReaderFd = reopen(FD.stderrReader, O_RDONLY);
   diagnosticsFd = reopen(FD.diagnostics, O_WRONLY);
 
-  // The main thread writes `ready` itself, before the forwarder exists and so before anything
-  // else can write events: the runner can start sending commands while the forwarder thread
-  // boots, and frames handed to it meanwhile wait in its queue.
-  const ready = {
-    implementation: 'cellgate-javascript',
-    implementation_version: DRIVER_VERSION,
-    language_info: {
-      name: 'javascript',
-      version: process.versions.node,
-      mimetype: 'application/javascript',
-      file_extension: '.js',
-      pygments_lexer: 'javascript',
-      codemirror_mode: 'javascript',
-    },
-    banner:
-      `JavaScript on Node.js ${process.version} (cellgate)\n` +
-      'Top-level await, require(), import and display() work in cells; interrupt stops a cell.',
-  };
-  writeFully(eventsFd, encodeFrame('ready', JSON.stringify(ready)));
-
+  // The keeper starts first: it must be running before the first SIGINT can be survived.
   const shared = new Int32Array(new SharedArrayBuffer(SHARED.length * 4));
-  const markerPrefix = `\0cellgate-fence-${crypto.randomBytes(12).toString('hex')}-`;
-
-  const forwarder = new Worker(__filename, {
-    workerData: {
-      shared: shared.buffer,
-      markerPrefix,
-      eventsFd,
-      stdoutFd: stdoutReaderFd,
-      stderrFd: stderrReaderFd,
-      diagnosticsFd,
-    },
+  const keeper = new Worker(__filename, {
+    workerData: { role: 'keeper', shared: shared.buffer, diagnosticsFd },
     stdout: false,
     stderr: false,
   });
-  forwarder.on('error', (error) => {
-    diagnose(`the forwarder thread failed: ${error.stack || error}`);
-    exitProcess(1);
+  keeper.on('error', (error) => diagnose(`the keeper thread failed: ${error.stack || error}`));
+  keeper.on('message', (message) => {
+    Atomics.store(shared, SHARED.acknowledged, message.request);
+    interrupt(message.interrupt);
   });
-  forwarder.on('exit', (code) => {
-    diagnose(`the forwarder thread exited with status ${code}`);
-    exitProcess(1);
-  });
-  forwarder.on('message', (message) => {
-    if ('interrupt' in message) onInterruptRequest(message.interrupt);
-    if ('eventsClosed' in message) exitProcess(0);
-  });
+  keeper.unref();
+
+  // Nothing in this process may start libuv's SIGINT handling: libuv would install its own
+  // signal handler over the watchdog's, and vm removes SIGINT listeners around every guarded
+  // run, which would restore the default action (death) whenever the last one goes. So SIGINT
+  // listeners that cells add are kept, but never called: in a kernel, SIGINT means "interrupt
+  // the cell". Node starts and stops its signal handling from these two process listeners.
+  for (const [event, name] of [['newListener', 'startListeningIfSignal'], ['removeListener', 'stopListeningIfSignal']]) {
+    const original = process.listeners(event).find((listener) => listener.name === name);
+    if (!original) {
+      diagnose(`cannot find Node's ${name}; SIGINT listeners of cells may disturb interrupts`);
+      continue;
+    }
+    process.removeListener(event, original);
+    process.on(event, function signalListenerFilter(type, ...rest) {
+      if (type !== 'SIGINT') return original.call(this, type, ...rest);
+    });
+  }
+
+  const markerPrefix = `\0cellgate-fence-${crypto.randomBytes(12).toString('hex')}-`;
 
   // Sends frames, given as [kind, body] pairs, through the forwarder. A fenced send first
   // writes a marker to fds 1 and 2, so that the frames come after all output made so far.
@@ -662,7 +741,7 @@ function runDriver() {
   // Errors that escape every handler end up here instead of ending the kernel; the user sees
   // them on stderr, as in the Node REPL.
   process.on('uncaughtException', (error) => {
-    writeUserError(`Uncaught ${util.inspect(error)}`);
+    writeUserError(unshiftColumns(`Uncaught ${util.inspect(error)}`));
   });
 
   // A rejection is reported only if it is still unhandled a moment later: the value of a cell
@@ -673,7 +752,7 @@ function runDriver() {
     realTimers.setTimeout(() => {
       if (!unhandled.has(promise)) return;
       unhandled.delete(promise);
-      writeUserError(`Unhandled promise rejection: ${util.inspect(reason)}`);
+      writeUserError(unshiftColumns(`Unhandled promise rejection: ${util.inspect(reason)}`));
     }, 50);
   });
   process.on('rejectionHandled', (promise) => unhandled.delete(promise));
@@ -839,25 +918,74 @@ function runDriver() {
   let cellCount = 0;
   let current = null; // The running cell: {id, outcome, finish, completed}.
 
+  // The keeper waits on this slot, so every change wakes it.
   function setState(cellId, phase) {
     Atomics.store(shared, SHARED.state, cellId * 4 + phase);
+    Atomics.notify(shared, SHARED.state);
   }
 
-  // A lone `{ ... }` is read as an object literal, not a block, as in the Node REPL.
-  function prepareSource(code) {
-    if (/^\s*\{/.test(code) && !/;\s*$/.test(code)) {
-      const wrapped = `(${code}\n)`;
-      if (compiles(wrapped) || compiles(`(async () => ${wrapped})`)) return wrapped;
+  // Every cell ends its synchronous part in this fence (see runKeeper): it hands SIGINTs over
+  // to the keeper, which arms its watchdog on top of the cell's, so that no termination can
+  // reach the inspector while it finishes the evaluation. A SIGINT that the cell's watchdog has
+  // already taken stops the cell right here, while its script still runs.
+  const now = Date.now;
+  function fence() {
+    Atomics.store(shared, SHARED.mainGuarded, 0);
+    Atomics.notify(shared, SHARED.mainGuarded);
+    if (Atomics.load(shared, SHARED.keeperUp) === 1) {
+      const armed = Atomics.load(shared, SHARED.keeperArmed);
+      Atomics.add(shared, SHARED.keeperWake, 1);
+      Atomics.notify(shared, SHARED.keeperWake);
+      const deadline = now() + 50;
+      while (Atomics.load(shared, SHARED.keeperArmed) === armed && now() < deadline) {
+        Atomics.wait(shared, SHARED.keeperArmed, armed, 5);
+      }
     }
-    return rewriteImports(code);
+    return checkpoint();
+  }
+  // A function call, where V8 acts on a pending termination.
+  function checkpoint() {
+    return {};
+  }
+  Object.defineProperty(globalThis, Symbol.for('cellgate.fence'), { value: fence });
+
+  // How a cell's code reaches the fence. Code without top-level `await` runs entirely in its
+  // synchronous part and gets the fence appended, as a declaration, which leaves the value of
+  // the cell alone. Code with top-level `await` starts with an `await` of the fence, so its
+  // synchronous part ends there and the rest runs afterwards, where the keeper interrupts it.
+  // Both get a prefix of the same length on the first line, so that positions in stack traces
+  // can be mapped back (see userStack).
+  const FENCE_CALL = 'globalThis[Symbol.for("cellgate.fence")]()';
+  const AWAIT_PREFIX = `void await ${FENCE_CALL}; `;
+  const PREFIX_LENGTH = AWAIT_PREFIX.length;
+  const PLAIN_PREFIX = `/*${' '.repeat(PREFIX_LENGTH - 4)}*/`;
+  const PLAIN_SUFFIX = `\n;const {} = ${FENCE_CALL};`;
+
+  // The source the inspector evaluates for a cell, and by how much its first line is shifted.
+  function prepareSource(code) {
+    let source = rewriteImports(code);
+    // A lone `{ ... }` is read as an object literal, not a block, as in the Node REPL.
+    if (/^\s*\{/.test(code) && !/;\s*$/.test(code) && syntaxOf(`(${code}\n)`) !== 'invalid') {
+      source = `(${code}\n)`;
+    }
+    switch (syntaxOf(source)) {
+      case 'plain':
+        return { source: PLAIN_PREFIX + source + PLAIN_SUFFIX, shift: PREFIX_LENGTH };
+      case 'await':
+        return { source: AWAIT_PREFIX + source, shift: PREFIX_LENGTH };
+      default:
+        // A syntax error: evaluated as written, so that it is reported as written.
+        return { source, shift: 0 };
+    }
   }
 
-  function compiles(source) {
+  function syntaxOf(source) {
     try {
       new vm.Script(source);
-      return true;
-    } catch {
-      return false;
+      return 'plain';
+    } catch (error) {
+      const awaiting = /await is only valid|top level bodies of modules|Unexpected reserved word/;
+      return awaiting.test(error.message) ? 'await' : 'invalid';
     }
   }
 
@@ -875,41 +1003,37 @@ function runDriver() {
 
     outcome.then((result) => completeCell(cell, result));
 
-    const sigintsBefore = Atomics.load(shared, SHARED.sigints);
     setState(cell.id, PHASE.sync);
+    // If the keeper is arming a watchdog right now, let it finish, so that the cell's watchdog
+    // is armed after it and is the one that gets the SIGINTs (see runKeeper).
+    for (let i = 0; i < 100 && Atomics.load(shared, SHARED.keeperEntering) === 1; i++) {
+      Atomics.wait(shared, SHARED.keeperEntering, 1, 1);
+    }
     globalThis[RUN_GUARDED] = () => {
-      session.post(
-        'Runtime.evaluate',
-        { expression: prepareSource(code), replMode: true, silent: true, objectGroup: OBJECT_GROUP },
-        (error, reply) => onEvaluated(cell, error, reply),
-      );
+      const { source, shift } = prepareSource(code);
+      cell.shift = shift;
+      Atomics.store(shared, SHARED.mainGuarded, 1);
+      try {
+        session.post(
+          'Runtime.evaluate',
+          { expression: source, replMode: true, silent: true, objectGroup: OBJECT_GROUP },
+          (error, reply) => onEvaluated(cell, error, reply),
+        );
+      } finally {
+        Atomics.store(shared, SHARED.mainGuarded, 0);
+        Atomics.notify(shared, SHARED.mainGuarded);
+      }
     };
     try {
       guard.runInThisContext({ breakOnSigint: true });
     } catch (error) {
-      if (error && error.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED') {
-        awaitSigintNotice(sigintsBefore);
-        cell.finish({ interrupted: true });
-      } else {
-        cell.finish({ error });
-      }
+      cell.finish(error && error.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED' ? { interrupted: true } : { error });
     } finally {
       globalThis[RUN_GUARDED] = null;
+      Atomics.store(shared, SHARED.mainGuarded, 0);
+      Atomics.notify(shared, SHARED.mainGuarded);
     }
     if (!cell.outcome) setState(cell.id, PHASE.async);
-  }
-
-  // When the watchdog stopped the cell, the same SIGINT also reached the forwarder's
-  // sentinel. Wait (briefly) until the forwarder has counted it, so that it cannot mistake
-  // the signal for an interrupt of the next cell.
-  function awaitSigintNotice(before) {
-    if (Atomics.load(shared, SHARED.watching) !== 1) return;
-    const deadline = Date.now() + 200;
-    while (Atomics.load(shared, SHARED.sigints) === before) {
-      const left = deadline - Date.now();
-      if (left <= 0) break;
-      Atomics.wait(shared, SHARED.sigints, before, left);
-    }
   }
 
   function onEvaluated(cell, error, reply) {
@@ -950,7 +1074,7 @@ function runDriver() {
         frames = [['error', JSON.stringify(interruptedError())]];
         status = 'error';
       } else if ('error' in result) {
-        frames = [['error', JSON.stringify(errorContent(result.error, result.details, cell.code))]];
+        frames = [['error', JSON.stringify(errorContent(result.error, result.details, cell.code, cell.shift))]];
         status = 'error';
       } else if (result.value !== undefined) {
         frames = [['result', JSON.stringify({ data: mimeBundle(result.value), metadata: {} })]];
@@ -983,12 +1107,6 @@ function runDriver() {
     };
   }
 
-  // The forwarder saw the group's SIGINT while a cell was awaiting.
-  function onInterruptRequest(cellId) {
-    Atomics.store(shared, SHARED.acknowledged, cellId);
-    interrupt(cellId);
-  }
-
   function interrupt(cellId) {
     const cell = current;
     if (!cell || cell.id !== cellId || cell.completed) return;
@@ -1005,15 +1123,6 @@ function runDriver() {
     }
   }
 
-  // A SIGINT that reaches the driver outside the watchdog: ignored while idle. During an
-  // awaiting cell the forwarder normally handles it within milliseconds; this covers a
-  // signal sent to the driver alone rather than to its process group.
-  process.on('SIGINT', () => {
-    const cell = current;
-    if (!cell || cell.outcome) return;
-    realTimers.setTimeout(() => interrupt(cell.id), 300);
-  });
-
   // -- Errors -----------------------------------------------------------------------------------
 
   function isError(value) {
@@ -1022,6 +1131,7 @@ function runDriver() {
 
   // Stack lines without the driver's own frames: everything below the inspector call is the
   // driver's, and driver frames between user frames (display() calling `_toHtml`) go too.
+  // Columns on the first line of cells lose the prefix that prepareSource added.
   function userStack(stack) {
     const lines = [];
     for (const line of stack.split('\n')) {
@@ -1029,12 +1139,18 @@ function runDriver() {
         if (line.includes('node:inspector') || line.includes(GUARD_FILE)) break;
         if (line.includes(__filename)) continue;
       }
-      lines.push(line);
+      lines.push(unshiftColumns(line));
     }
     return lines;
   }
 
-  function errorContent(thrown, details, code) {
+  function unshiftColumns(text) {
+    return text.replace(/<anonymous>:1:(\d+)/g, (match, column) =>
+      Number(column) > PREFIX_LENGTH ? `<anonymous>:1:${Number(column) - PREFIX_LENGTH}` : match,
+    );
+  }
+
+  function errorContent(thrown, details, code, shift = 0) {
     if (!isError(thrown)) {
       const text = safeInspect(thrown);
       return { ename: 'Uncaught', evalue: text, traceback: [`Uncaught ${text}`] };
@@ -1055,11 +1171,13 @@ function runDriver() {
     if (!hasFrames && ename === 'SyntaxError' && details && code !== undefined) {
       const lineNumber = details.lineNumber || 0;
       const sourceLine = code.split('\n')[lineNumber];
+      let column = details.columnNumber || 0;
+      if (lineNumber === 0) column = Math.max(0, column - shift);
       if (sourceLine !== undefined) {
         traceback.unshift(
           `line ${lineNumber + 1}:`,
           sourceLine,
-          `${' '.repeat(Math.min(details.columnNumber || 0, sourceLine.length))}^`,
+          `${' '.repeat(Math.min(column, sourceLine.length))}^`,
           '',
         );
       }
@@ -1559,6 +1677,56 @@ function runDriver() {
     }
   }
 
+  // -- Start ---------------------------------------------------------------------------------------
+
+  // Until the keeper runs, a SIGINT would end the process (Node's default), so `ready` waits
+  // for it; it has been booting while the main thread set up.
+  if (Atomics.wait(shared, SHARED.keeperUp, 0, 5000) === 'timed-out') {
+    diagnose('the keeper thread did not start; SIGINT may end the kernel');
+  }
+
+  // The main thread writes `ready` itself, before the forwarder exists and so before anything
+  // else can write events. The runner can send commands while the forwarder thread boots;
+  // frames handed to it meanwhile wait in its queue.
+  const ready = {
+    implementation: 'cellgate-javascript',
+    implementation_version: DRIVER_VERSION,
+    language_info: {
+      name: 'javascript',
+      version: process.versions.node,
+      mimetype: 'application/javascript',
+      file_extension: '.js',
+      pygments_lexer: 'javascript',
+      codemirror_mode: 'javascript',
+    },
+    banner:
+      `JavaScript on Node.js ${process.version} (cellgate)\n` +
+      'Top-level await, require(), import and display() work in cells; interrupt stops a cell.',
+  };
+  writeFully(eventsFd, encodeFrame('ready', JSON.stringify(ready)));
+
+  const forwarder = new Worker(__filename, {
+    workerData: {
+      markerPrefix,
+      eventsFd,
+      stdoutFd: stdoutReaderFd,
+      stderrFd: stderrReaderFd,
+      diagnosticsFd,
+    },
+    stdout: false,
+    stderr: false,
+  });
+  forwarder.on('error', (error) => {
+    diagnose(`the forwarder thread failed: ${error.stack || error}`);
+    exitProcess(1);
+  });
+  forwarder.on('exit', (code) => {
+    diagnose(`the forwarder thread exited with status ${code}`);
+    exitProcess(1);
+  });
+  // The runner has gone away when the event pipe breaks.
+  forwarder.on('message', () => exitProcess(0));
+
   const controlStat = fs.fstatSync(controlFd);
   const control =
     controlStat.isFIFO() || controlStat.isSocket()
@@ -1592,6 +1760,8 @@ if (isMainThread) {
     diagnose(`cannot start: ${error.stack || error}`);
     exitProcess(1);
   }
+} else if (require('worker_threads').workerData.role === 'keeper') {
+  runKeeper();
 } else {
   runForwarder();
 }

@@ -49,6 +49,27 @@ pub struct RunnerArgs {
     /// Seconds open sessions get to finish on shutdown.
     #[arg(long, env = "CELLGATE_GRACE_SECONDS", default_value_t = 30)]
     pub grace_seconds: u64,
+    /// Drivers kept started and waiting per language (default: 1 with docker, 0 otherwise).
+    #[arg(long, env = "CELLGATE_POOL_SIZE")]
+    pub pool_size: Option<usize>,
+    /// Docker backend: images are PREFIX + language + ':' + TAG.
+    #[arg(long, env = "CELLGATE_IMAGE_PREFIX", default_value = "cellgate/")]
+    pub image_prefix: String,
+    /// Docker backend: the tag of the language images.
+    #[arg(long, env = "CELLGATE_IMAGE_TAG", default_value = "latest")]
+    pub image_tag: String,
+    /// Docker backend: memory per kernel in MiB (swap is not allowed on top).
+    #[arg(long, env = "CELLGATE_KERNEL_MEMORY_MB", default_value_t = 1024)]
+    pub kernel_memory_mb: u64,
+    /// Docker backend: CPUs per kernel (0.5 is half a core).
+    #[arg(long, env = "CELLGATE_KERNEL_CPUS", default_value_t = 1.0)]
+    pub kernel_cpus: f64,
+    /// Docker backend: processes and threads per kernel.
+    #[arg(long, env = "CELLGATE_KERNEL_PIDS", default_value_t = 256)]
+    pub kernel_pids: u64,
+    /// Docker backend: a Docker network for kernels; without it kernels have no network.
+    #[arg(long, env = "CELLGATE_KERNEL_NETWORK")]
+    pub kernel_network: Option<String>,
 }
 
 /// A checked runner configuration.
@@ -65,6 +86,11 @@ pub struct RunnerConfig {
     pub max_connections: usize,
     pub max_message_size: usize,
     pub ping_interval: Duration,
+    pub pool_size: usize,
+    pub image_prefix: String,
+    pub image_tag: String,
+    pub limits: crate::backend::sandbox::Limits,
+    pub kernel_network: Option<String>,
 }
 
 impl RunnerConfig {
@@ -82,6 +108,11 @@ impl RunnerConfig {
             max_connections: 20_000,
             max_message_size: 64 * 1024 * 1024,
             ping_interval: Duration::from_secs(30),
+            pool_size: 0,
+            image_prefix: "cellgate/".to_owned(),
+            image_tag: "latest".to_owned(),
+            limits: crate::backend::sandbox::Limits::default(),
+            kernel_network: None,
         }
     }
 
@@ -119,6 +150,21 @@ impl RunnerConfig {
                 problems.push(format!("--kernel-env-allow may not pass {name}: cellgate's own settings stay out of kernels"));
             }
         }
+        if args.kernel_memory_mb < 32 {
+            problems.push(format!(
+                "--kernel-memory-mb {} is below 32",
+                args.kernel_memory_mb
+            ));
+        }
+        if !(args.kernel_cpus > 0.0 && args.kernel_cpus <= 256.0) {
+            problems.push(format!("--kernel-cpus {} is not above 0", args.kernel_cpus));
+        }
+        if args.kernel_pids < 16 {
+            problems.push(format!("--kernel-pids {} is below 16", args.kernel_pids));
+        }
+        if args.pool_size.unwrap_or(0) > 64 {
+            problems.push("--pool-size is above 64".to_owned());
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -138,6 +184,16 @@ impl RunnerConfig {
         config.max_kernels = args.max_kernels;
         config.kernel_env_allow = args.kernel_env_allow.clone();
         config.grace = Duration::from_secs(args.grace_seconds);
+        config.pool_size = args.pool_size.unwrap_or(match args.backend {
+            BackendKind::Docker => 1,
+            BackendKind::Process => 0,
+        });
+        config.image_prefix = args.image_prefix.clone();
+        config.image_tag = args.image_tag.clone();
+        config.limits.memory_bytes = args.kernel_memory_mb * 1024 * 1024;
+        config.limits.cpus = args.kernel_cpus;
+        config.limits.pids = args.kernel_pids;
+        config.kernel_network = args.kernel_network.clone();
         Ok(config)
     }
 }

@@ -47,6 +47,11 @@ pub enum RunnerError {
     },
     #[error("signal to the driver failed: {0}")]
     Signal(#[source] nix::Error),
+    #[error("the Docker engine cannot be used: {source}")]
+    Docker {
+        #[source]
+        source: bollard::errors::Error,
+    },
 }
 
 impl RunnerError {
@@ -62,7 +67,9 @@ impl RunnerError {
             RunnerError::DriverStart { .. }
             | RunnerError::DriverNotReady { .. }
             | RunnerError::KernelDead { .. } => Fault::Kernel,
-            RunnerError::Filesystem { .. } | RunnerError::Signal(_) => Fault::Internal,
+            RunnerError::Filesystem { .. }
+            | RunnerError::Signal(_)
+            | RunnerError::Docker { .. } => Fault::Internal,
         }
     }
 

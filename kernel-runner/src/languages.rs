@@ -24,6 +24,8 @@ pub struct Language {
     pub language: &'static str,
     /// The program that must exist for the process backend to offer this language.
     pub runtime: &'static str,
+    /// The image name, without prefix and tag, that the Docker backend runs this language in.
+    pub image: &'static str,
     /// The driver's command line; `{dir}` stands for the folder holding the driver's files.
     pub argv: &'static [&'static str],
     pub files: &'static [DriverFile],
@@ -62,6 +64,7 @@ impl Language {
 
 pub static PYTHON: Language = Language {
     kernel_name: "python3",
+    image: "python",
     display_name: "Python 3",
     language: "python",
     runtime: "python3",
@@ -74,6 +77,7 @@ pub static PYTHON: Language = Language {
 
 pub static JAVASCRIPT: Language = Language {
     kernel_name: "javascript",
+    image: "javascript",
     display_name: "JavaScript (Node.js)",
     language: "javascript",
     runtime: "node",
@@ -92,6 +96,7 @@ pub static JAVASCRIPT: Language = Language {
 
 pub static BASH: Language = Language {
     kernel_name: "bash",
+    image: "bash",
     display_name: "Bash",
     language: "bash",
     runtime: "bash",

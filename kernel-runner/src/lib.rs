@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::docker::{DockerBackend, DockerSettings};
 use crate::backend::process::ProcessBackend;
 use crate::backend::Backend;
 use crate::config::{BackendKind, RunnerConfig};
@@ -38,9 +39,18 @@ pub async fn run(
     let backend: Arc<dyn Backend> = match config.backend {
         BackendKind::Process => Arc::new(ProcessBackend::new(drivers_root)),
         BackendKind::Docker => {
-            return Err(RunnerError::BadRequest(
-                "the docker backend is not part of this build yet; use --backend process".into(),
-            ))
+            let settings = DockerSettings {
+                image_prefix: config.image_prefix.clone(),
+                image_tag: config.image_tag.clone(),
+                limits: config.limits,
+                network: config.kernel_network.clone(),
+                runner_id: config.runner_id.clone(),
+            };
+            Arc::new(
+                DockerBackend::connect(settings)
+                    .await
+                    .map_err(|source| RunnerError::Docker { source })?,
+            )
         }
     };
     let languages = LanguageSet::new(
@@ -57,7 +67,10 @@ pub async fn run(
     settings.output_cap = config.output_cap;
     settings.max_kernels = config.max_kernels;
     settings.env_allow = config.kernel_env_allow.clone();
+    settings.pool_size = config.pool_size;
     let manager = Arc::new(KernelManager::new(backend, languages, settings));
+    let stop_pool = CancellationToken::new();
+    manager.start_pool(stop_pool.clone());
     let state = Arc::new(api::AppState {
         manager: manager.clone(),
         secret: config.secret.clone(),
@@ -75,6 +88,7 @@ pub async fn run(
         shutdown,
     )
     .await;
+    stop_pool.cancel();
     manager.shutdown_all().await;
     Ok(())
 }

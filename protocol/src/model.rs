@@ -34,6 +34,22 @@ pub struct CreateKernel {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub path: Option<String>,
+    /// Lower resource limits for this kernel's sandbox; more than the runner allows is refused.
+    #[serde(default)]
+    pub limits: Option<KernelLimits>,
+}
+
+/// Resource limits a kernel request may ask for; each one left out takes the runner's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelLimits {
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// CPUs as a fraction: 0.5 is half a core.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub pids: Option<u64>,
 }
 
 /// The `spec` of a kernelspec: what `kernel.json` holds.

@@ -1,8 +1,9 @@
 //! What the end-to-end tests share: a `cellgate serve` process on ephemeral ports, an HTTPS
 //! client for the REST API, and a Jupyter websocket client.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod docker;
 pub mod kernel;
 pub mod server;
 

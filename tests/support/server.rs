@@ -82,11 +82,49 @@ impl Server {
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
+
+    /// The id runners of this server name themselves after (their containers carry it).
+    pub fn instance_id(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("instance-id"))
+            .expect("the server wrote its instance id")
+            .trim()
+            .to_owned()
+    }
+
+    /// Asks the server to shut down as an operator would (SIGTERM) and waits for it.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the server stops within a minute of SIGTERM")
+            .expect("the server's exit status is readable")
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        // A graceful stop, so kernels (and their containers) are cleaned up; then a kill for
+        // a server that does not listen.
+        if let Ok(None) = self.child.try_wait() {
+            if let Some(pid) = self.child.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            for _ in 0..200 {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.start_kill();
+        }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }

@@ -7,7 +7,7 @@ use cellgate_protocol::model::KernelSpecs;
 use http::StatusCode;
 
 use crate::balancer::backend::Backend;
-use crate::error::GatewayError;
+use crate::error::{chain, GatewayError};
 use crate::proxy::rest;
 use crate::proxy::upstream::Outbound;
 use crate::response::{self, Response};
@@ -37,7 +37,7 @@ pub async fn gather(gateway: &Gateway) -> Result<KernelSpecs, GatewayError> {
                 }
             },
             Err(error) => {
-                tracing::warn!(error = %crate::error::chain(&error), "kernelspecs of a runner unavailable");
+                tracing::warn!(error = %chain(&error), "kernelspecs of a runner unavailable");
                 first_error.get_or_insert(error);
             }
         }

@@ -1,7 +1,7 @@
 //! A kernel runner as the balancer sees it: where it is, whether it is healthy, and the load
 //! it last reported plus what the gateway has sent it since.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use cellgate_protocol::model::RunnerStatus;
@@ -13,13 +13,19 @@ use url::Url;
 pub struct Backend {
     index: usize,
     url: Url,
-    healthy: AtomicBool,
+    health: AtomicU8,
     draining: AtomicBool,
     sessions: AtomicUsize,
     kernels: AtomicUsize,
     in_flight: AtomicUsize,
     runner_id: Mutex<Option<String>>,
 }
+
+// A runner's health: not checked yet, or the outcome of its last check. `Unknown` is kept
+// apart from `Unhealthy` so the first failed check of a runner is reported too.
+const UNKNOWN: u8 = 0;
+const HEALTHY: u8 = 1;
+const UNHEALTHY: u8 = 2;
 
 /// A snapshot of one runner's load, the input of a [`super::selection::Selection`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,7 +45,7 @@ impl Backend {
         Backend {
             index,
             url,
-            healthy: AtomicBool::new(false),
+            health: AtomicU8::new(UNKNOWN),
             draining: AtomicBool::new(false),
             sessions: AtomicUsize::new(0),
             kernels: AtomicUsize::new(0),
@@ -58,12 +64,12 @@ impl Backend {
     }
 
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.health.load(Ordering::Relaxed) == HEALTHY
     }
 
     pub fn load(&self) -> Load {
         Load {
-            healthy: self.healthy.load(Ordering::Relaxed),
+            healthy: self.is_healthy(),
             draining: self.draining.load(Ordering::Relaxed),
             sessions: self.sessions.load(Ordering::Relaxed),
             kernels: self.kernels.load(Ordering::Relaxed),
@@ -88,12 +94,13 @@ impl Backend {
             .runner_id
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(status.runner_id.clone());
-        !self.healthy.swap(true, Ordering::Relaxed)
+        self.health.swap(HEALTHY, Ordering::Relaxed) != HEALTHY
     }
 
-    /// Takes the runner out of rotation. Returns true when it was healthy before.
+    /// Takes the runner out of rotation. Returns true when it was not already marked
+    /// unhealthy (it was healthy, or not checked yet).
     pub fn mark_unhealthy(&self) -> bool {
-        self.healthy.swap(false, Ordering::Relaxed)
+        self.health.swap(UNHEALTHY, Ordering::Relaxed) != UNHEALTHY
     }
 
     // The runner's own counts arrive with each health check. Between two checks the gateway
@@ -158,5 +165,7 @@ mod tests {
         assert_eq!(backend.runner_id().as_deref(), Some("r1"));
         assert!(backend.mark_unhealthy());
         assert!(!backend.mark_unhealthy());
+        let unchecked = Backend::new(1, Url::parse("http://127.0.0.1:2").unwrap());
+        assert!(unchecked.mark_unhealthy(), "a first failure is news");
     }
 }

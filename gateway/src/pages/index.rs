@@ -44,7 +44,7 @@ struct RunnerRow {
     kernels: usize,
 }
 
-pub async fn page(gateway: &Gateway, auth_enabled: bool) -> Result<Response, GatewayError> {
+pub async fn page(gateway: &Gateway) -> Result<Response, GatewayError> {
     let (specs, running) = tokio::join!(kernelspecs::gather(gateway), kernels::gather(gateway));
     // The page shows what it can: a failure to list one thing is a notice, not an error page.
     let mut problems = Vec::new();
@@ -104,7 +104,7 @@ pub async fn page(gateway: &Gateway, auth_enabled: bool) -> Result<Response, Gat
         kernelspecs,
         kernels,
         runners,
-        auth_enabled,
+        auth_enabled: gateway.auth.is_enabled(),
         version: env!("CARGO_PKG_VERSION"),
     };
     render(StatusCode::OK, "home", &page)

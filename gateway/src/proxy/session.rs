@@ -9,6 +9,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 use uuid::Uuid;
 
@@ -42,7 +43,7 @@ impl Session {
         });
     }
 
-    async fn run(self, stopping: &tokio_util::sync::CancellationToken) {
+    async fn run(self, stopping: &CancellationToken) {
         let Session {
             kernel,
             runner_url,

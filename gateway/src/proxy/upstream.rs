@@ -163,7 +163,7 @@ impl Upstream {
                 // A runner we cannot connect to leaves the rotation at once instead of at the
                 // next health check; the next good check brings it back.
                 if backend.mark_unhealthy() {
-                    tracing::warn!(%runner, "kernel runner unreachable; marked unhealthy");
+                    tracing::warn!(%runner, %error, "kernel runner unreachable; marked unhealthy");
                 }
                 GatewayError::RunnerUnreachable {
                     runner: runner.clone(),

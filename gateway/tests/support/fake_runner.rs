@@ -294,25 +294,24 @@ fn upgrade(state: Arc<State>, request: &mut Request<Incoming>) -> Answer {
         state.sessions.fetch_add(1, Ordering::Relaxed);
         let mut closed_by_us = false;
         while let Some(Ok(message)) = socket.next().await {
-            match message {
+            let reply = match message {
                 Message::Text(text) if text == "close-me" => {
-                    let frame = CloseFrame {
+                    closed_by_us = true;
+                    Message::Close(Some(CloseFrame {
                         code: CloseCode::Library(4000),
                         reason: "bye".into(),
-                    };
-                    closed_by_us = true;
-                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    }))
                 }
-                Message::Text(_) | Message::Binary(_) => {
-                    if socket.send(message).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Text(_) | Message::Binary(_) => message,
                 // The answer to the runner's own close is not a client's close.
                 Message::Close(frame) if !closed_by_us => {
                     let _ = state.closes.try_send(frame.map(|f| u16::from(f.code)));
+                    continue;
                 }
-                _ => {}
+                _ => continue,
+            };
+            if socket.send(reply).await.is_err() {
+                break;
             }
         }
         state.sessions.fetch_sub(1, Ordering::Relaxed);

@@ -2,7 +2,9 @@
 //! driver protocol's channel, signals it, kills it and reports how it ended. The local-process
 //! backend lives here; a container backend implements the same trait.
 
+pub mod docker;
 pub mod process;
+pub mod sandbox;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +25,8 @@ pub struct LaunchSpec {
     pub workdir: PathBuf,
     /// The complete environment of the driver; nothing else is inherited.
     pub env: BTreeMap<String, String>,
+    /// Lower resource limits the kernel's creator asked for, where the backend enforces them.
+    pub limits: Option<sandbox::RequestedLimits>,
 }
 
 /// The byte streams of a started driver.
@@ -80,6 +84,16 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Whether this backend can run `language` here (runtime or image present).
     fn supports(&self, language: &Language) -> bool;
+    /// Whether drivers see the runner's own environment variables (those of the allow-list):
+    /// true for local processes, false for containers, whose images set their own.
+    fn inherits_host_environment(&self) -> bool {
+        true
+    }
+    /// Refuses resource limits this backend cannot grant, with the reason.
+    fn check_limits(&self, requested: &sandbox::RequestedLimits) -> Result<(), String> {
+        let _ = requested;
+        Err("this runner's backend runs kernels as local processes and enforces no limits".into())
+    }
     /// Starts a driver; it is ready once it sends its `ready` event.
     async fn start(&self, spec: &LaunchSpec) -> std::io::Result<(DriverIo, Arc<dyn Driver>)>;
 }

@@ -158,6 +158,7 @@ mod tests {
             language: &BASH,
             workdir: std::env::temp_dir(),
             env: [("PATH".to_string(), std::env::var("PATH").unwrap())].into(),
+            limits: None,
         };
         let (mut io, driver) = backend.start(&spec).await.unwrap();
         let mut first = [0u8; 6];

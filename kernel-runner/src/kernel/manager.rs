@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cellgate_protocol::model::{CreateKernel, KernelModel, KernelSpecs, RunnerStatus};
+use cellgate_protocol::model::{
+    CreateKernel, KernelLimits, KernelModel, KernelSpecs, RunnerStatus,
+};
 use chrono::Utc;
 use dashmap::DashMap;
 use tokio::sync::mpsc;
@@ -16,10 +18,12 @@ use tokio_util::task::TaskTracker;
 use super::actor::Actor;
 use super::connections::Connections;
 use super::launch::launch;
+use super::pool::WarmPool;
 use super::{Kernel, KernelState};
 use crate::backend::{Backend, LaunchSpec};
 use crate::error::RunnerError;
-use crate::languages::LanguageSet;
+use crate::languages::{Language, LanguageSet};
+use tokio_util::sync::CancellationToken;
 
 /// Variables a driver inherits from the runner's environment when present. Everything else,
 /// the runner's secrets first of all, stays out of kernels.
@@ -56,6 +60,8 @@ pub struct KernelSettings {
     pub max_kernels: usize,
     /// Extra variable names passed from the runner's environment to kernels.
     pub env_allow: Vec<String>,
+    /// Drivers kept started and waiting, per language; 0 turns the warm pool off.
+    pub pool_size: usize,
 }
 
 impl KernelSettings {
@@ -67,6 +73,7 @@ impl KernelSettings {
             outbox_capacity: 4096,
             max_kernels: 1000,
             env_allow: Vec::new(),
+            pool_size: 0,
         }
     }
 }
@@ -80,6 +87,7 @@ pub struct KernelManager {
     settings: KernelSettings,
     tasks: TaskTracker,
     draining: AtomicBool,
+    pool: Option<Arc<WarmPool>>,
 }
 
 impl KernelManager {
@@ -93,9 +101,10 @@ impl KernelManager {
             starting: Mutex::new(Default::default()),
             backend,
             languages,
-            settings,
             tasks: TaskTracker::new(),
             draining: AtomicBool::new(false),
+            pool: (settings.pool_size > 0).then(|| Arc::new(WarmPool::new(settings.pool_size))),
+            settings,
         }
     }
 
@@ -127,31 +136,54 @@ impl KernelManager {
             .kernel_id
             .clone()
             .or_else(|| request.env.get("KERNEL_ID").cloned());
-        let id = match requested_id {
-            Some(id) => uuid::Uuid::parse_str(&id)
-                .map_err(|_| RunnerError::BadKernelId(id.clone()))?
-                .hyphenated()
-                .to_string(),
-            None => uuid::Uuid::new_v4().to_string(),
+        let requested_id = match requested_id {
+            Some(id) => Some(
+                uuid::Uuid::parse_str(&id)
+                    .map_err(|_| RunnerError::BadKernelId(id.clone()))?
+                    .hyphenated()
+                    .to_string(),
+            ),
+            None => None,
         };
+        if let Some(limits) = &request.limits {
+            self.backend
+                .check_limits(limits)
+                .map_err(RunnerError::BadRequest)?;
+        }
+        let kernel_env: BTreeMap<String, String> = request
+            .env
+            .iter()
+            .filter(|(name, _)| name.starts_with("KERNEL_") && name.as_str() != "KERNEL_ID")
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        // A pooled driver was started with the default environment and limits, so only a
+        // plain request can take one.
+        let plain = kernel_env.is_empty() && request.limits.is_none();
+        let warm = match (&self.pool, plain) {
+            (Some(pool), true) => pool.take(language),
+            _ => None,
+        };
+        let id = requested_id
+            .or_else(|| warm.as_ref().map(|warm| warm.spec.kernel_id.clone()))
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let _reservation = self.reserve(&id)?;
-        let workdir = self.settings.kernels_dir.join(&id);
-        std::fs::create_dir_all(&workdir).map_err(|source| RunnerError::Filesystem {
-            path: workdir.clone(),
-            source,
-        })?;
-        let spec = LaunchSpec {
-            kernel_id: id.clone(),
-            language,
-            workdir: workdir.clone(),
-            env: self.environment(&id, &request.env),
-        };
-        let launched = match launch(self.backend.as_ref(), &spec, self.settings.ready_timeout).await
-        {
-            Ok(launched) => launched,
-            Err(error) => {
-                let _ = std::fs::remove_dir_all(&workdir);
-                return Err(error);
+        let (spec, launched) = match warm {
+            Some(warm) => {
+                let mut spec = warm.spec;
+                spec.kernel_id = id.clone();
+                (spec, warm.launched)
+            }
+            None => {
+                let spec = self.spec(language, &id, &request.env, request.limits)?;
+                let launched =
+                    match launch(self.backend.as_ref(), &spec, self.settings.ready_timeout).await {
+                        Ok(launched) => launched,
+                        Err(error) => {
+                            let _ = std::fs::remove_dir_all(&spec.workdir);
+                            return Err(error);
+                        }
+                    };
+                (spec, launched)
             }
         };
         let (shell_tx, shell_rx) = mpsc::channel(256);
@@ -161,6 +193,7 @@ impl KernelManager {
             id: id.clone(),
             language,
             session: uuid::Uuid::new_v4().to_string(),
+            workdir: spec.workdir.clone(),
             connections: Connections::default(),
             state: Mutex::new(KernelState {
                 execution_state: "starting",
@@ -196,6 +229,68 @@ impl KernelManager {
         Ok(kernel.model())
     }
 
+    /// The launch spec of a new driver. Local processes get a working directory on the host;
+    /// containers have theirs inside.
+    fn spec(
+        &self,
+        language: &'static Language,
+        id: &str,
+        requested_env: &BTreeMap<String, String>,
+        limits: Option<KernelLimits>,
+    ) -> Result<LaunchSpec, RunnerError> {
+        let workdir = self.settings.kernels_dir.join(id);
+        if self.backend.inherits_host_environment() {
+            std::fs::create_dir_all(&workdir).map_err(|source| RunnerError::Filesystem {
+                path: workdir.clone(),
+                source,
+            })?;
+        }
+        Ok(LaunchSpec {
+            kernel_id: id.to_owned(),
+            language,
+            workdir,
+            env: self.environment(id, requested_env),
+            limits,
+        })
+    }
+
+    /// Starts keeping `size` drivers per language ready, until `stop`.
+    pub fn start_pool(self: &Arc<Self>, stop: CancellationToken) {
+        let Some(pool) = self.pool.clone() else {
+            return;
+        };
+        let manager = Arc::downgrade(self);
+        let spec_for = move |language: &'static Language| {
+            let id = uuid::Uuid::new_v4().to_string();
+            let env = BTreeMap::new();
+            let workdir = PathBuf::new();
+            match manager.upgrade() {
+                Some(manager) => LaunchSpec {
+                    kernel_id: id.clone(),
+                    language,
+                    workdir: manager.settings.kernels_dir.join(&id),
+                    env: manager.environment(&id, &env),
+                    limits: None,
+                },
+                None => LaunchSpec {
+                    kernel_id: id,
+                    language,
+                    workdir,
+                    env,
+                    limits: None,
+                },
+            }
+        };
+        let languages: Vec<&'static Language> = self.languages.iter().collect();
+        self.tasks.spawn(pool.refill(
+            self.backend.clone(),
+            languages,
+            spec_for,
+            self.settings.ready_timeout,
+            stop,
+        ));
+    }
+
     fn reserve(&self, id: &str) -> Result<Reservation<'_>, RunnerError> {
         let mut starting = self
             .starting
@@ -222,7 +317,12 @@ impl KernelManager {
         requested: &BTreeMap<String, String>,
     ) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
-        let inherited = INHERITED_ENV
+        let host_defaults: &[&str] = if self.backend.inherits_host_environment() {
+            INHERITED_ENV
+        } else {
+            &[]
+        };
+        let inherited = host_defaults
             .iter()
             .map(|name| name.to_string())
             .chain(self.settings.env_allow.iter().cloned());
@@ -263,9 +363,11 @@ impl KernelManager {
             .remove(id)
             .ok_or_else(|| RunnerError::KernelNotFound(id.to_owned()))?;
         kernel.shutdown().await;
-        let workdir = self.settings.kernels_dir.join(id);
-        if let Err(error) = tokio::fs::remove_dir_all(&workdir).await {
-            tracing::warn!(kernel = %id, %error, "could not remove the kernel's directory");
+        match tokio::fs::remove_dir_all(&kernel.workdir).await {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(kernel = %id, %error, "could not remove the kernel's directory");
+            }
+            _ => {}
         }
         tracing::info!(kernel = %id, "kernel deleted");
         Ok(())

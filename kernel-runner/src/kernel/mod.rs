@@ -6,6 +6,7 @@ mod actor;
 pub mod connections;
 pub mod launch;
 pub mod manager;
+pub mod pool;
 pub mod stream_text;
 
 use std::sync::{Arc, Mutex};
@@ -52,6 +53,8 @@ pub struct Kernel {
     pub language: &'static Language,
     /// The `session` of every message this kernel sends.
     pub session: String,
+    /// The kernel's working directory on the host; unused by container kernels.
+    pub workdir: std::path::PathBuf,
     pub connections: Connections,
     state: Mutex<KernelState>,
     shell: mpsc::Sender<ClientRequest>,

@@ -1,0 +1,286 @@
+//! Kernels in sandboxed containers (`--backend docker`): every notebook language works, and
+//! the sandbox holds against the usual abuse. These tests need Docker and `make images`.
+
+mod support;
+
+use cellgate_protocol::content::{Content, ReplyStatus};
+use serde_json::json;
+use support::{KernelSocket, Server};
+
+async fn docker_server(images: &[&str]) -> Option<Server> {
+    if !support::docker::available(images) {
+        return None;
+    }
+    Some(Server::start_with(&["--backend", "docker"]).await)
+}
+
+async fn kernel(server: &Server, name: &str) -> (String, KernelSocket) {
+    let id = server.client().start_kernel(name).await;
+    let socket = KernelSocket::connect(&server.address, &server.token, &id).await;
+    (id, socket)
+}
+
+async fn interrupt(server: &Server, kernel: &str, socket: &mut KernelSocket, code: &str) {
+    let id = socket.send_execute(code).await;
+    socket
+        .wait_for(&id, |m| matches!(&m.content, Content::Stream(_)))
+        .await;
+    let reply = server
+        .client()
+        .post(&format!("/api/kernels/{kernel}/interrupt"), json!({}))
+        .await;
+    assert_eq!(reply.status, http::StatusCode::NO_CONTENT);
+    let run = socket.collect(&id).await;
+    assert_eq!(run.reply().status, ReplyStatus::Error, "{code}");
+}
+
+/// What one language must do in a notebook: keep state, stream stdout and stderr, report
+/// errors with a traceback, and survive an interrupt with its state.
+struct LanguageCase {
+    kernel: &'static str,
+    image: &'static str,
+    define: &'static str,
+    print_both: &'static str,
+    stdout: &'static str,
+    stderr: &'static str,
+    fail: &'static str,
+    spin: &'static str,
+    read_back: &'static str,
+    read_back_output: &'static str,
+}
+
+async fn check_language(case: &LanguageCase) {
+    let Some(mut server) = docker_server(&[case.image]).await else {
+        return;
+    };
+    let (id, mut socket) = kernel(&server, case.kernel).await;
+    let run = socket.execute(case.define).await;
+    assert_eq!(
+        run.reply().status,
+        ReplyStatus::Ok,
+        "{}: {:?}",
+        case.kernel,
+        run.messages
+    );
+    let run = socket.execute(case.print_both).await;
+    assert!(
+        run.stdout().contains(case.stdout),
+        "{}: {:?}",
+        case.kernel,
+        run.stdout()
+    );
+    assert!(
+        run.stderr().contains(case.stderr),
+        "{}: {:?}",
+        case.kernel,
+        run.stderr()
+    );
+    let run = socket.execute(case.fail).await;
+    let error = run
+        .error()
+        .unwrap_or_else(|| panic!("{}: no error", case.kernel));
+    assert!(
+        !error.ename.is_empty() && !error.evalue.is_empty(),
+        "{error:?}"
+    );
+    assert_eq!(run.reply().status, ReplyStatus::Error);
+    interrupt(&server, &id, &mut socket, case.spin).await;
+    let run = socket.execute(case.read_back).await;
+    let seen = format!("{}{}", run.stdout(), run.result().unwrap_or_default());
+    assert!(
+        seen.contains(case.read_back_output),
+        "{}: {seen:?}",
+        case.kernel
+    );
+    drop(socket);
+    let instance = server.instance_id();
+    server.stop().await;
+    assert_eq!(
+        support::docker::containers_of(&instance),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn python_in_a_container() {
+    check_language(&LanguageCase {
+        kernel: "python3",
+        image: "python",
+        define: "import sys\nkept = 41",
+        print_both: "print('out'); print('err', file=sys.stderr)",
+        stdout: "out",
+        stderr: "err",
+        fail: "1/0",
+        spin: "print('spin', flush=True)\nwhile True: pass",
+        read_back: "kept + 1",
+        read_back_output: "42",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn javascript_in_a_container() {
+    check_language(&LanguageCase {
+        kernel: "javascript",
+        image: "javascript",
+        define: "let kept = 41",
+        print_both: "console.log('out'); console.error('err')",
+        stdout: "out",
+        stderr: "err",
+        fail: "undefinedFunction()",
+        spin: "console.log('spin'); while (true) {}",
+        read_back: "kept + 1",
+        read_back_output: "42",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bash_in_a_container() {
+    check_language(&LanguageCase {
+        kernel: "bash",
+        image: "bash",
+        define: "kept=41",
+        print_both: "echo out; echo err >&2",
+        stdout: "out",
+        stderr: "err",
+        fail: "false",
+        spin: "echo spin; while true; do :; done",
+        read_back: "echo $((kept + 1))",
+        read_back_output: "42",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn python_plots_arrive_as_png_from_a_container() {
+    let Some(_server) = docker_server(&["python"]).await else {
+        return;
+    };
+    let server = _server;
+    let (_, mut socket) = kernel(&server, "python3").await;
+    let run = socket
+        .execute("import matplotlib.pyplot as plt\nimport numpy as np, pandas as pd\nplt.plot(np.arange(5))\nplt.show()\npd.DataFrame({'a': [1]}).shape")
+        .await;
+    assert_eq!(run.reply().status, ReplyStatus::Ok, "{:?}", run.messages);
+    let displays = run.displays();
+    assert!(displays[0]["image/png"]
+        .as_str()
+        .unwrap()
+        .starts_with("iVBOR"));
+    assert_eq!(run.result().as_deref(), Some("(1, 1)"));
+}
+
+#[tokio::test]
+async fn the_sandbox_holds_against_abuse() {
+    let Some(mut server) = docker_server(&["python", "bash"]).await else {
+        return;
+    };
+    let (_, mut py) = kernel(&server, "python3").await;
+
+    let run = py
+        .execute("import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=3)\n    print('connected')\nexcept OSError as e:\n    print('refused', type(e).__name__)")
+        .await;
+    assert!(
+        run.stdout().contains("refused"),
+        "network reached: {:?}",
+        run.stdout()
+    );
+
+    let run = py
+        .execute("try:\n    open('/usr/cellgate-was-here', 'w')\n    print('wrote')\nexcept OSError as e:\n    print('read-only', e.errno)")
+        .await;
+    assert!(run.stdout().contains("read-only"), "{:?}", run.stdout());
+
+    let run = py.execute("import os\nos.getuid(), os.geteuid()").await;
+    assert_eq!(run.result().as_deref(), Some("(1000, 1000)"));
+
+    let run = py
+        .execute("import os\nsorted(k for k in os.environ if any(w in k.upper() for w in ('TOKEN', 'SECRET', 'CELLGATE')))")
+        .await;
+    assert_eq!(
+        run.result().as_deref(),
+        Some("[]"),
+        "secrets leaked into the kernel"
+    );
+
+    let (bash_id, mut bash) = kernel(&server, "bash").await;
+    let run = bash
+        .execute("id -u; touch /usr/x 2>&1 || echo no-write")
+        .await;
+    assert!(run.stdout().starts_with("1000\n"), "{:?}", run.stdout());
+    assert!(run.stdout().contains("no-write"), "{:?}", run.stdout());
+
+    // A fork bomb stops at the pids limit, and the kernel is still there afterwards.
+    let run = py
+        .execute("import os, time\nchildren = []\ntry:\n    for _ in range(5000):\n        pid = os.fork()\n        if pid == 0:\n            time.sleep(60)\n            os._exit(0)\n        children.append(pid)\nexcept OSError as e:\n    print('stopped', len(children), type(e).__name__)\nfor pid in children:\n    os.kill(pid, 9)\n    os.waitpid(pid, 0)\nlen(children)")
+        .await;
+    assert!(
+        run.stdout().contains("stopped"),
+        "no process limit was hit: {:?}",
+        run.messages
+    );
+    let forked: usize = run.result().unwrap().parse().unwrap();
+    assert!(forked < 256, "{forked} processes were started");
+    assert_eq!(
+        py.execute("'alive'").await.result().as_deref(),
+        Some("'alive'")
+    );
+    let _ = bash_id;
+
+    // A memory balloon is killed by the kernel's memory limit, and the API says why.
+    let (balloon_id, mut balloon) = kernel(&server, "python3").await;
+    let run = balloon
+        .execute("chunks = []\nwhile True:\n    chunks.append(bytearray(64 * 1024 * 1024))")
+        .await;
+    assert_eq!(run.reply().status, ReplyStatus::Error);
+    let model = server
+        .client()
+        .get(&format!("/api/kernels/{balloon_id}"))
+        .await
+        .json();
+    assert_eq!(model["execution_state"], "dead");
+    let reason = model["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("out of memory"), "{reason}");
+
+    drop((py, bash, balloon));
+    let instance = server.instance_id();
+    server.stop().await;
+    assert_eq!(
+        support::docker::containers_of(&instance),
+        Vec::<String>::new(),
+        "containers left behind"
+    );
+}
+
+#[tokio::test]
+async fn requests_may_lower_limits_but_not_raise_them() {
+    let Some(server) = docker_server(&["bash"]).await else {
+        return;
+    };
+    let client = server.client();
+    let refused = client
+        .post(
+            "/api/kernels",
+            json!({"name": "bash", "limits": {"memory_bytes": 1u64 << 40}}),
+        )
+        .await;
+    assert_eq!(refused.status, http::StatusCode::BAD_REQUEST);
+    assert!(refused.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("memory_bytes"));
+    let lowered = client
+        .post(
+            "/api/kernels",
+            json!({"name": "bash", "limits": {"memory_bytes": 64u64 << 20, "pids": 32}}),
+        )
+        .await;
+    assert_eq!(lowered.status, http::StatusCode::CREATED);
+    let id = lowered.json()["id"].as_str().unwrap().to_owned();
+    let mut socket = KernelSocket::connect(&server.address, &server.token, &id).await;
+    let run = socket
+        .execute("cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+        .await;
+    assert_eq!(run.stdout().trim(), (64u64 << 20).to_string());
+}
