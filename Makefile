@@ -7,7 +7,7 @@ BACKEND ?= process
 SERVE_ARGS ?=
 
 .DEFAULT_GOAL := deploy
-.PHONY: deploy run build test lint unit e2e bench clean help
+.PHONY: deploy run build images test lint bench clean help
 
 ## deploy: start cellgate on this machine (for now the all-in-one server, as `make run`)
 deploy: run
@@ -20,7 +20,11 @@ run: build
 build:
 	$(CARGO) build --release --workspace --bins
 
-## test: formatting, lints, unit and end-to-end tests
+## images: build every language image (makes debian:bookworm-slim locally when it cannot be pulled)
+images:
+	images/build.sh
+
+## test: formatting, lints, unit and end-to-end tests (the Docker tests need `make images`)
 test: lint
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 

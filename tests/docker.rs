@@ -284,3 +284,77 @@ async fn requests_may_lower_limits_but_not_raise_them() {
         .await;
     assert_eq!(run.stdout().trim(), (64u64 << 20).to_string());
 }
+
+/// Runs `source` as `file` through an image's `run` script, in the kernels' sandbox, and
+/// returns what the program printed.
+fn run_batch_file(image: &str, file: &str, source: &str) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "-i",
+            "--network",
+            "none",
+            "--read-only",
+            "--tmpfs",
+            "/tmp:rw,exec,nosuid,nodev,size=512m",
+            "--tmpfs",
+            "/home/cellgate:rw,exec,nosuid,nodev,size=64m,uid=1000,gid=1000",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--pids-limit",
+            "256",
+            "--memory",
+            "1g",
+            "--memory-swap",
+            "1g",
+            "--user",
+            "1000:1000",
+            &format!("cellgate/{image}:latest"),
+            "sh",
+            "-c",
+            &format!("cat > {file} && /opt/cellgate/run {file} world"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(source.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn batch_languages_compile_and_run_in_the_sandbox() {
+    if !support::docker::available(&["c", "go", "rust"]) {
+        return;
+    }
+    let cases = [
+        ("c", "hello.c", "#include <stdio.h>\nint main(int c, char **v) { printf(\"hello %s from C\\n\", v[1]); return 0; }\n", "hello world from C\n"),
+        ("c", "hello.cpp", "#include <iostream>\nint main(int c, char **v) { std::cout << \"hello \" << v[1] << \" from C++\" << std::endl; }\n", "hello world from C++\n"),
+        ("go", "hello.go", "package main\nimport (\"fmt\"; \"os\")\nfunc main() { fmt.Printf(\"hello %s from Go\\n\", os.Args[1]) }\n", "hello world from Go\n"),
+        ("rust", "hello.rs", "fn main() { let who = std::env::args().nth(1).unwrap(); println!(\"hello {who} from Rust\"); }\n", "hello world from Rust\n"),
+    ];
+    for (image, file, source, expected) in cases {
+        let (ok, stdout, stderr) = run_batch_file(image, file, source);
+        assert!(ok, "{file} failed in cellgate/{image}: {stderr}");
+        assert_eq!(stdout, expected, "{file}");
+    }
+    let (ok, _, stderr) = run_batch_file("c", "broken.c", "int main( {");
+    assert!(!ok, "a compile error is a failure");
+    assert!(stderr.contains("error"), "{stderr}");
+}

@@ -128,11 +128,14 @@ async fn an_oversized_frame_closes_only_its_connection() {
     let mut bystander = KernelSocket::connect(&server.address, &server.token, &kernel).await;
     let mut socket = KernelSocket::connect(&server.address, &server.token, &kernel).await;
     let huge = "x".repeat(80 * 1024 * 1024);
-    socket.send_raw(WsMessage::Text(huge)).await;
-    match socket.recv_raw().await {
-        Some(WsMessage::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Size),
-        None => {}
-        other => panic!("expected the connection to close, got {other:?}"),
+    // The gateway may close the connection before the whole frame is out; either way the
+    // connection must end, with 1009 (message too big) when the close frame gets through.
+    if socket.try_send_raw(WsMessage::Text(huge)).await.is_ok() {
+        match socket.recv_raw().await {
+            Some(WsMessage::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Size),
+            None => {}
+            other => panic!("expected the connection to close, got {other:?}"),
+        }
     }
     let run = bystander.execute("echo fine").await;
     assert_eq!(run.stdout(), "fine\n");

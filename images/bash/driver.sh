@@ -11,35 +11,36 @@
 #
 # * The shell that runs the cells is interactive in bash's sense (`bash -i`), although it reads
 #   no terminal. A non-interactive bash exits on errors that an interactive one survives: an
-#   unset variable under `set -u`, a failed `${name:?message}`, an `exec` of a missing program.
-#   Those are everyday mistakes in a notebook and must not kill the kernel.
+#   unset variable under `set -u`, a failed `${name:?message}`. Those are everyday mistakes in a
+#   notebook and must not kill the kernel.
 # * That shell reads its commands from an endless stream of identical "step" lines (written by
 #   `yes`), one per cell. Each step runs `__cg_step`, which handles protocol commands until an
-#   `execute` arrives, then sources the cell at the top level of the shell, then runs
-#   `__cg_end_cell`. Sourcing at the top level keeps `declare` global, and running each cell from
-#   a fresh top-level command (rather than inside a `while` loop of the driver) means that a
-#   stray `break` or `continue` in a cell cannot leave the driver's loop.
-# * A cell is wrapped in `{ ... }`, so that bash parses it whole before running it, and an error
-#   that bash handles by discarding "the current command" (such as `${name:?}`) discards the rest
-#   of the cell instead of skipping to its next line. Before that, the driver parses the cell as
-#   the body of a function it does not call: a cell with a syntax error is reported and never
-#   sourced. This matters because under `set -e` bash exits on any syntax error it meets while
-#   sourcing, before any trap can intervene.
+#   `execute` arrives; then the step sources the cell at the top level of the shell and runs
+#   `__cg_end_cell`. Sourcing at the top level keeps `declare` global, and starting each cell
+#   from a fresh top-level command (rather than inside a loop of the driver) means that a stray
+#   `break` or `continue` in a cell cannot leave the driver's loop.
+# * A cell is sourced wrapped in `{ ... }`, so that bash parses it whole before running it, and
+#   an error that bash handles by discarding "the current command" (such as `${name:?}`)
+#   discards the rest of the cell instead of skipping to its next line. Before that, the driver
+#   parses the cell as the body of a function it never calls: a cell with a syntax error is
+#   reported and not run. This matters because under `set -e` bash exits at once on a syntax
+#   error met while sourcing, before any trap can intervene.
 # * User output is captured at the file-descriptor level: while a cell runs, its fd 1 and fd 2
 #   are two FIFOs, and two forwarder processes copy whatever arrives as `stdout` and `stderr`
-#   frames, as it arrives. Every frame is written under `flock`, so frames never interleave.
-#   At the end of a cell the driver writes a random marker into both FIFOs and waits until each
-#   forwarder has reached it, which proves that all the cell's output has been sent before
-#   `done`. Background jobs keep the FIFOs open without delaying the cell; what they print later
-#   is forwarded whenever it comes.
+#   frames, as soon as it arrives. Frames are written under a lock (a FIFO holding one token
+#   byte), so they never interleave. At the end of a cell the driver writes a random marker into
+#   both FIFOs and waits until each forwarder has reached it, which proves that all the cell's
+#   output was sent before `done`. Background jobs keep the FIFOs open without delaying the
+#   cell; what they print later is forwarded whenever it comes.
 # * An interrupt (SIGINT to the whole process group) kills the cell's foreground programs. The
-#   shell catches it with a trap that turns on `extdebug` and a DEBUG trap returning 2, which
-#   makes bash return from every function and from the sourced cell, one command at a time,
-#   until the driver is reached again. This also stops pure-Bash loops such as
+#   shell catches it with a trap that turns on `extdebug` and sets a DEBUG trap returning 2,
+#   which makes bash return from every function and from the sourced cell, one command at a
+#   time, until the driver is reached again. This also stops pure-Bash loops such as
 #   `while :; do :; done`, which an INT trap alone would let run on.
 # * `set -e` in a cell stops the cell, not the kernel: an ERR trap (inherited by functions
-#   through `set -E`) switches errexit off before bash acts on it, and aborts the cell the same
-#   way as an interrupt. `exit` in a cell is a function that ends the cell and says so.
+#   through `set -E`) switches errexit off before bash acts on it, because bash checks errexit
+#   only after running the ERR trap, and then aborts the cell the same way as an interrupt.
+#   `exit` in a cell is a function that ends the cell and says so.
 #
 # Between cells the driver's own code runs with neutral shell options and without the user's
 # DEBUG, RETURN and ERR traps; they are saved at the end of each cell and restored before the
@@ -53,13 +54,13 @@ if [[ ${1-} != --cellgate-kernel ]]; then
     # The step line the kernel shell runs for every cell. It must stay on one line.
     __cg_step_line='__cg_step && . "$__cg_cell_file" <&"$__cg_null_fd" >&"$__cg_out_fd" 2>&"$__cg_err_fd"; __cg_end_cell'
     # `bash -i` complains on stderr that it has no terminal for job control before any of the
-    # driver runs; those two lines are noise, so stderr is parked on fd 3 until the kernel
-    # shell takes it back. The first line of the stream loads this file in kernel mode. The
-    # stream's writer ignores SIGINT so that interrupts cannot end it, and it dies of SIGPIPE
-    # when the kernel shell exits. SHLVL is lowered so that the user sees the usual level.
+    # driver runs; that is noise, so stderr is parked on fd 3 until the kernel shell takes it
+    # back. The first line of the stream loads this file in kernel mode. The stream's writer
+    # ignores SIGINT so that interrupts cannot end it, and it dies of SIGPIPE when the kernel
+    # shell exits. SHLVL is lowered so that the user sees the usual level.
     export SHLVL=$(( ${SHLVL:-1} - 1 ))
     exec 3>&2 2>/dev/null
-    exec "$BASH" --norc --noprofile -i /dev/fd/4 4< <(
+    exec "$BASH" --norc --noprofile -i <(
         trap '' INT
         printf '. %q --cellgate-kernel\n' "$0"
         exec yes -- "$__cg_step_line"
@@ -76,14 +77,12 @@ fi
 __cg_version=0.1.0
 __cg_pid=$$
 
-# Options that would break the driver's own code (or make it noisy) are switched off between
-# cells. The user's settings of the restorable ones come back before each cell; `monitor` and
-# `onecmd` never do, because job control would move the cell's programs out of the process
-# group that interrupts reach, and `onecmd` would end the shell after the next command.
-__cg_neutral_options=(+o errexit +o nounset +o xtrace +o verbose +o pipefail +o noclobber +o noglob
-    +o allexport +o keyword +o posix +o errtrace +o functrace +o onecmd +o monitor)
-__cg_restorable_options=" errexit nounset pipefail noclobber noglob allexport keyword posix
-    errtrace functrace "
+# Options that would break the driver's own code, or make it noisy, are switched off between
+# cells. The user's settings come back before each cell, except `monitor` and `onecmd`: job
+# control would move the cell's programs out of the process group that interrupts reach, and
+# `onecmd` would end the shell after its next command.
+__cg_neutral_options=(+o errexit +o nounset +o xtrace +o verbose +o pipefail +o noclobber
+    +o noglob +o allexport +o keyword +o posix +o errtrace +o functrace +o onecmd +o monitor)
 
 __cg_log() {
     builtin printf 'cellgate-bash: %s\n' "$*" >&"$__cg_diag_fd"
@@ -106,7 +105,7 @@ __cg_find_tool() {
 # Frames.
 # ----------------------------------------------------------------------------------------------
 
-# Reads one command frame into __cg_kind and __cg_body. Returns 1 at end of input.
+# Reads one command frame into __cg_kind and __cg_body. Returns 1 at the end of input.
 __cg_read_frame() {
     # TMOUT would put a timeout on `read` in an interactive shell.
     local TMOUT= IFS= header
@@ -117,29 +116,38 @@ __cg_read_frame() {
     fi
     __cg_kind=${BASH_REMATCH[1]}
     __cg_body=
-    # In the C locale `read -N` counts bytes, which is what the header counts. (`read` drops
-    # NUL bytes, which is why cells must not contain any.)
-    if ! LC_ALL=C builtin read -r -N "$((10#${BASH_REMATCH[2]}))" -u "$__cg_cmd_fd" __cg_body; then
-        return 1
-    fi
-    return 0
+    # In the C locale `read -N` counts bytes, as the header does. (`read` drops NUL bytes,
+    # which is why cells must not contain any.)
+    LC_ALL=C builtin read -r -N "$(( 10#${BASH_REMATCH[2]} ))" -u "$__cg_cmd_fd" __cg_body
 }
 
-# Writes frames, given as pairs of arguments KIND BODY, to the runner in one go under the lock
-# the forwarders use too, so that no frame is ever split by another.
+# The lock that keeps frames whole: a FIFO that holds a single byte. Taking the byte takes the
+# lock and writing it back releases it; both are builtins, so locking costs no process.
+__cg_lock() {
+    local TMOUT= token
+    LC_ALL=C builtin read -r -N 1 -u "$__cg_lock_fd" token
+}
+
+__cg_unlock() {
+    builtin printf x >&"$__cg_lock_fd"
+}
+
+# Writes frames, given as pairs of arguments KIND BODY, to the runner in one go.
 __cg_emit() {
     local LC_ALL=C frames=
     while (( $# >= 2 )); do
         frames+="$1 ${#2}"$'\n'"$2"
         shift 2
     done
-    { "$__cg_tool_flock" 9 && builtin printf '%s' "$frames" >&"$__cg_ev_fd"; } 9>>"$__cg_lock"
+    __cg_lock
+    builtin printf '%s' "$frames" >&"$__cg_ev_fd"
+    __cg_unlock
 }
 
-# Like __cg_emit for one frame with a JSON body, which serde_json will only accept as valid
-# UTF-8: text that bash found (file names, help texts) could contain other bytes, so a body
-# with bytes above 0x7f is passed through `iconv -c`, which drops invalid sequences. JSON's
-# structure is ASCII, so it survives that.
+# Like __cg_emit for one frame with a JSON body, which the runner only accepts as valid UTF-8.
+# Text found by bash (file names, help texts) could contain other bytes, so a body with bytes
+# above 0x7f goes through `iconv -c`, which drops invalid sequences; JSON's structure is ASCII
+# and survives that.
 __cg_emit_json() {
     local LC_ALL=C body=$2
     if [[ $body == *[$'\x80'-$'\xff']* ]]; then
@@ -160,7 +168,7 @@ __cg_emit_json() {
 # Sets __cg_json to STRING as a JSON string literal. Bytes above 0x7f are left as they are (see
 # __cg_emit_json).
 __cg_json_quote() {
-    local LC_ALL=C s=$1 i c
+    local LC_ALL=C s=$1 i char escape
     s=${s//\\/\\\\}
     s=${s//\"/\\\"}
     s=${s//$'\n'/\\n}
@@ -168,8 +176,10 @@ __cg_json_quote() {
     s=${s//$'\r'/\\r}
     if [[ $s == *[$'\x01'-$'\x1f']* ]]; then
         for (( i = 1; i < 32; i++ )); do
-            builtin printf -v c "\\x$(( i / 16 ))$(builtin printf '%x' $(( i % 16 )))"
-            s=${s//"$c"/$(builtin printf '\\u%04x' "$i")}
+            builtin printf -v char '\\x%02x' "$i"
+            builtin printf -v char "$char"
+            builtin printf -v escape '\\u%04x' "$i"
+            s=${s//"$char"/$escape}
         done
     fi
     __cg_json="\"$s\""
@@ -185,7 +195,7 @@ __cg_json_array() {
     __cg_json="[$out]"
 }
 
-# Sets __cg_utf8 to the UTF-8 encoding of the code point given as a number.
+# Sets __cg_utf8 to the UTF-8 encoding of a code point.
 __cg_utf8_encode() {
     local cp=$1 format
     if (( cp < 0x80 )); then
@@ -204,7 +214,7 @@ __cg_utf8_encode() {
 
 # Reads the string member NAME of the flat JSON object BODY (a command from the runner) into
 # __cg_json_value. Escaped backslashes and quotes are first swapped for the bytes 0x01 and
-# 0x02, which JSON text cannot contain raw; after that, the first quote really ends a string.
+# 0x02, which JSON text cannot contain raw; after that, the next quote really ends a string.
 __cg_json_get_string() {
     local LC_ALL=C body=$1 value out= segment cp low
     body=${body//\\\\/$'\x01'}
@@ -240,25 +250,22 @@ __cg_json_get_string() {
     __cg_json_value=$out${value//$'\x01'/\\}
 }
 
-# Reads the integer member NAME of the flat JSON object BODY into __cg_json_value (0 if absent).
+# Reads the integer member NAME of the flat JSON object BODY into __cg_json_value (0 when it
+# is missing). String values are removed first, since one could contain `"NAME":`.
 __cg_json_get_int() {
-    local LC_ALL=C body=$1
+    local LC_ALL=C body=$1 rest
     body=${body//\\\\/}
     body=${body//\\\"/}
     __cg_json_value=0
-    # Skip string values, which could contain the member's name.
     while [[ $body == *\"*\"* ]]; do
-        if [[ ${body%%\"*} == *\"$2\"* ]]; then break; fi
-        local head=${body%%\"*}
-        local rest=${body#*\"}
+        rest=${body#*\"}
         if [[ ${rest%%\"*} == "$2" ]]; then
             rest=${rest#*\"}
             rest=${rest##*([[:space:]]):*([[:space:]])}
-            [[ $rest =~ ^[0-9]+ ]] && __cg_json_value=$((10#${BASH_REMATCH[0]}))
+            [[ $rest =~ ^[0-9]+ ]] && __cg_json_value=$(( 10#${BASH_REMATCH[0]} ))
             return 0
         fi
         body=${rest#*\"}
-        : "$head"
     done
     return 1
 }
@@ -267,31 +274,30 @@ __cg_json_get_int() {
 # Output forwarding.
 # ----------------------------------------------------------------------------------------------
 
-# Sends LENGTH bytes of FILE, from OFFSET, as one frame of KIND. Runs in a forwarder.
+# Sends LENGTH bytes of FILE, starting at OFFSET, as one frame of KIND. Runs in a forwarder.
 __cg_forward_part() {
     local kind=$1 file=$2 offset=$3 length=$4 whole=$5
-    {
-        "$__cg_tool_flock" 9 || return
-        builtin printf '%s %d\n' "$kind" "$length"
-        if (( offset == 0 && length == whole )); then
-            "$__cg_tool_cat" -- "$file"
-        else
-            "$__cg_tool_dd" if="$file" bs=65536 iflag=skip_bytes,count_bytes skip="$offset" \
-                count="$length" status=none
-        fi
-    } 9>>"$__cg_lock" >&"$__cg_ev_fd"
+    __cg_lock
+    builtin printf '%s %d\n' "$kind" "$length"
+    if (( offset == 0 && length == whole )); then
+        "$__cg_tool_cat" -- "$file"
+    else
+        "$__cg_tool_dd" if="$file" bs=65536 iflag=skip_bytes,count_bytes skip="$offset" \
+            count="$length" status=none
+    fi
+    __cg_unlock
 }
 
 # The body of a forwarder process: copies what arrives on the FIFO open on FD to the runner as
 # frames of KIND (stdout or stderr) until it is killed.
 #
 # `dd count=1` makes one read(2), which returns whatever the pipe holds, so output is forwarded
-# as soon as it is written; its block size is larger than a pipe can hold, so one read takes all
-# the pending bytes and a marker (written in one atomic write) never straddles two chunks. When
-# the driver is waiting for the end of a cell (the sync file holds a number this forwarder has
-# not acknowledged yet), each chunk is searched for the marker: the bytes before it are the end
-# of the cell's output; the forwarder then acknowledges the number on the ack FIFO. Bytes after
-# the marker come from background jobs and are forwarded too.
+# as soon as it is written; the block size is larger than a pipe can hold, so one read takes all
+# pending bytes, and a marker (written with one atomic write) never straddles two chunks. While
+# the driver waits for the end of a cell (the sync file holds a number this forwarder has not
+# acknowledged yet), chunks are searched for the marker: the bytes before it end the cell's
+# output, and the forwarder acknowledges the number on the ack FIFO. Bytes after the marker come
+# from background jobs and are forwarded too.
 __cg_forward() {
     local kind=$1 fd=$2
     local chunk=$__cg_dir/$kind.chunk stats=$__cg_dir/$kind.stats sync=$__cg_dir/sync
@@ -299,10 +305,10 @@ __cg_forward() {
     local -a lines
     builtin trap '' INT
     builtin trap '[[ $dd_pid ]] && builtin kill "$dd_pid" 2>/dev/null; builtin exit 0' TERM
-    exec 0</dev/null
+    exec 0</dev/null 1>&"$__cg_ev_fd"
     IFS= builtin read -r -d '' marker < "$__cg_dir/marker"
     while :; do
-        # dd runs in the background so that the TERM trap can run (and kill it) at shutdown.
+        # dd runs in the background so that the TERM trap can run (and stop it) at shutdown.
         LC_ALL=C "$__cg_tool_dd" bs=1048576 count=1 of="$chunk" <&"$fd" 2>|"$stats" &
         dd_pid=$!
         builtin wait "$dd_pid" || break
@@ -340,6 +346,7 @@ __cg_sync_output() {
     IFS= builtin read -r -d '' marker < "$__cg_dir/marker"
     builtin printf '%s' "$marker" >&"$__cg_out_fd"
     builtin printf '%s' "$marker" >&"$__cg_err_fd"
+    marker=
     while [[ -z $out || -z $err ]]; do
         if IFS=' ' builtin read -r -t 10 -u "$__cg_ack_fd" kind seq; then
             if [[ $seq == "$__cg_seq" ]]; then
@@ -359,10 +366,11 @@ __cg_sync_output() {
 # The life of a cell.
 # ----------------------------------------------------------------------------------------------
 
-# Handles commands until an `execute` arrives, then prepares the cell and returns 0 so that the
-# step line sources it. Exits the shell on `shutdown` and at the end of input.
+# Handles commands until an `execute` of a well-formed cell arrives, prepares that cell and
+# returns 0, so that the step line sources it. Exits the shell on `shutdown` and at the end of
+# input.
 __cg_step() {
-    # A cell whose __cg_end_cell did not run (bash discarded the rest of the step line) is
+    # A cell whose __cg_end_cell did not run (bash discarded the rest of a step line) is
     # finished first.
     [[ $__cg_cell_open ]] && __cg_end_cell 1
     while __cg_read_frame; do
@@ -384,23 +392,75 @@ __cg_step() {
     __cg_quit 0
 }
 
+# Parses the cell in __cg_body without running it, as the body of a function definition.
+# Returns 0 when the cell should run. Otherwise it answers the execute itself and returns 1: a
+# syntax error is sent as stderr output and an error event, with the user's line numbers, and a
+# cell of nothing but blanks and comments, which bash would reject as an empty `{ }`, is done.
+__cg_check_syntax() {
+    local base line number lines definition
+    local -a messages=()
+    base=$LINENO; builtin eval "__cg_check() { $__cg_body"$'\n}' 2>|"$__cg_dir/check"
+    if (( $? == 0 )) && builtin declare -F __cg_check >/dev/null; then
+        builtin unset -f __cg_check
+        return 0
+    fi
+    builtin unset -f __cg_check
+    if builtin eval "__cg_check() { $__cg_body"$'\n:\n}' 2>/dev/null; then
+        builtin declare -f __cg_check >|"$__cg_dir/check-empty"
+        builtin unset -f __cg_check
+        IFS= builtin read -r -d '' definition < "$__cg_dir/check-empty"
+        if [[ $definition == $'__cg_check () \n{ \n    :\n}\n' ]]; then
+            __cg_emit done '{"status":"ok"}'
+            return 1
+        fi
+    fi
+    # bash numbers the lines of eval'd text from the line of the eval command.
+    lines=${__cg_body//[!$'\n']/}
+    lines=$(( ${#lines} + 1 ))
+    while IFS= builtin read -r line; do
+        if [[ $line =~ eval:\ line\ ([0-9]+):\ (.*)$ ]]; then
+            number=$(( BASH_REMATCH[1] - base + 1 ))
+            (( number < 1 )) && number=1
+            (( number > lines )) && number=$lines
+            line=${BASH_REMATCH[2]}
+            line=${line/#\`__cg_check() \{ /\`}
+            messages+=("line $number: $line")
+        fi
+    done < "$__cg_dir/check"
+    (( ${#messages[@]} )) || messages=("syntax error")
+    local body='{"ename":"SyntaxError","evalue":'
+    __cg_json_quote "${messages[0]}"
+    body+=$__cg_json',"traceback":'
+    __cg_json_array "${messages[@]}"
+    body+=$__cg_json'}'
+    builtin printf -v line 'bash: %s\n' "${messages[@]}"
+    __cg_emit stderr "$line"
+    __cg_emit_json error "$body"
+    __cg_emit done '{"status":"error"}'
+    return 1
+}
+
 __cg_begin_cell() {
     local option
     # The opening brace shares the first line with the code, so that $LINENO is right.
     builtin printf '{ %s\n}\n' "$__cg_body" >| "$__cg_cell_file"
+    # Programs the driver ran at the top level stay in the job table of an interactive shell
+    # until it reports on them; this makes it do so, silently, so that `jobs` in the cell shows
+    # only the user's jobs.
+    builtin jobs -n >/dev/null 2>&1
     __cg_cell_open=1
     __cg_abort_reason= __cg_abort_status= __cg_abort_command= __cg_captured=
+    __cg_errexit_status= __cg_errexit_command=
     builtin trap -- "$__cg_err_trap" ERR
     builtin trap '__cg_abort_cell interrupt 130' INT
-    [[ -s $__cg_dir/traps ]] && . "$__cg_dir/traps"
     [[ $__cg_user_extdebug ]] && builtin shopt -s extdebug
-    # The user's options come back last: from here on the user's code is running.
+    [[ -s $__cg_dir/traps ]] && . "$__cg_dir/traps"
+    # The user's options come back last: from here on the user's code is running. errtrace is
+    # always on in cells, so that functions get the ERR trap.
     builtin set -o errtrace
-    for option in $__cg_user_options; do
+    for option in "${__cg_user_options[@]}"; do
         builtin set -o "$option"
     done
-    [[ $__cg_user_verbose ]] && builtin set -o verbose
-    [[ $__cg_user_xtrace ]] && builtin set -o xtrace
     return 0
 }
 
@@ -417,25 +477,27 @@ __cg_end_cell() {
     __cg_report "$status"
 }
 
-# Saves the user's shell options and DEBUG/RETURN/ERR traps, then switches to the driver's
-# neutral settings. Runs once per cell: at the end, or as soon as the cell is aborted.
+# Saves the user's shell options and DEBUG, RETURN and ERR traps, then switches to the driver's
+# neutral settings. Runs once per cell: at its end, or as soon as it is aborted.
 __cg_capture_user_state() {
     [[ $__cg_captured ]] && return 0
-    local opts=$SHELLOPTS line= text= option
+    local opts=$SHELLOPTS line= text= option IFS=:
     builtin set "${__cg_neutral_options[@]}"
     __cg_captured=1
-    __cg_user_options= __cg_user_xtrace= __cg_user_verbose=
-    for option in ${opts//:/ }; do
+    # xtrace and verbose go last, so that restoring them does not trace the restoring.
+    __cg_user_options=()
+    for option in $opts; do
         case $option in
-            xtrace) __cg_user_xtrace=1 ;;
-            verbose) __cg_user_verbose=1 ;;
-            *) [[ $__cg_restorable_options == *" $option "* ]] && __cg_user_options+=" $option" ;;
+            errexit | nounset | pipefail | noclobber | noglob | allexport | keyword | posix | errtrace | functrace)
+                __cg_user_options+=("$option") ;;
         esac
     done
+    [[ :$opts: == *:verbose:* ]] && __cg_user_options+=(verbose)
+    [[ :$opts: == *:xtrace:* ]] && __cg_user_options+=(xtrace)
     if [[ :$BASHOPTS: == *:extdebug:* ]]; then __cg_user_extdebug=1; else __cg_user_extdebug=; fi
     builtin trap -p DEBUG RETURN >| "$__cg_dir/traps"
-    # The ERR trap is the driver's guard, followed by the user's own ERR trap if there is one.
-    # When a cell set a different ERR trap, that one becomes the user's trap from now on.
+    # The ERR trap is the driver's guard wrapped around the user's own ERR trap, if any. When
+    # the cell set another ERR trap, that one becomes the user's trap from now on.
     builtin trap -p ERR >| "$__cg_dir/err-trap"
     IFS= builtin read -r -d '' line < "$__cg_dir/err-trap"
     if [[ $line ]]; then
@@ -451,12 +513,36 @@ __cg_capture_user_state() {
     return 0
 }
 
+# The ERR trap: the guard, then the user's ERR trap (which sees the failed command's status in
+# $?, as the guard returns it), then the abort the guard may have decided.
 __cg_make_err_trap() {
     __cg_err_trap='__cg_err_guard "$?"'
     [[ $__cg_user_err_trap ]] && __cg_err_trap+=$'\n'$__cg_user_err_trap
+    __cg_err_trap+=$'\n''__cg_err_abort'
 }
 
-# True while the shell is running code of the cell (the cell file is on the source stack).
+# STATUS is the failed command's. Under `set -e` bash is about to end the shell; switching
+# errexit off here prevents that (bash checks errexit after running the ERR trap). Inside the
+# cell this is remembered so that __cg_err_abort stops the cell; subshells are left alone, since
+# for them exiting is right.
+__cg_err_guard() {
+    if [[ $BASHPID == "$__cg_pid" && $- == *e* ]]; then
+        if __cg_in_cell; then
+            __cg_errexit_status=$1 __cg_errexit_command=$BASH_COMMAND
+        fi
+        __cg_capture_user_state
+    fi
+    return "$1"
+}
+
+__cg_err_abort() {
+    if [[ $__cg_errexit_status && $BASHPID == "$__cg_pid" ]]; then
+        __cg_abort_cell errexit "$__cg_errexit_status" "$__cg_errexit_command"
+        __cg_errexit_status=
+    fi
+}
+
+# True while the shell runs code of the cell: the cell file is on the source stack.
 __cg_in_cell() {
     local source
     for source in "${BASH_SOURCE[@]}"; do
@@ -465,8 +551,8 @@ __cg_in_cell() {
     return 1
 }
 
-# Stops the running cell: from the next command on, the DEBUG trap makes bash return from
-# every function and from the sourced cell. REASON is interrupt, exit or errexit.
+# Stops the running cell: from the next command on, the DEBUG trap makes bash return from every
+# function and from the sourced cell. REASON is interrupt, exit or errexit.
 __cg_abort_cell() {
     [[ $__cg_cell_open ]] || return 0
     if [[ -z $__cg_abort_reason ]]; then
@@ -478,25 +564,10 @@ __cg_abort_cell() {
 }
 
 # The DEBUG trap of an aborted cell. With extdebug, a DEBUG trap that returns 2 inside a
-# function or sourced file makes bash return from it instead of running the command.
+# function or a sourced file makes bash return from it instead of running the command.
 __cg_unwind() {
     __cg_in_cell && return 2
     return 0
-}
-
-# The driver's ERR trap; STATUS is the failed command's. Under `set -e` bash is about to end
-# the shell; switching errexit off here (ERR traps run first) prevents that, and the cell is
-# aborted instead. Subshells are left alone: for them, exiting is the right thing. Returns
-# STATUS so that a user's ERR trap running after this one still sees it in $?.
-__cg_err_guard() {
-    if [[ $BASHPID == "$__cg_pid" && $- == *e* ]]; then
-        if __cg_in_cell; then
-            __cg_abort_cell errexit "$1" "$BASH_COMMAND"
-        else
-            __cg_capture_user_state
-        fi
-    fi
-    return "$1"
 }
 
 # `exit` in a cell ends the cell and leaves the kernel running. In subshells, and outside cells,
@@ -521,8 +592,7 @@ exit() {
 
 # Sends the cell's outcome: an error event when it failed, then `done`.
 __cg_report() {
-    local status=$1 ename= evalue= command
-    local -a traceback=()
+    local status=$1 ename= evalue= command body
     case $__cg_abort_reason in
         interrupt)
             ename=Interrupted
@@ -551,13 +621,10 @@ __cg_report() {
         __cg_emit done '{"status":"ok"}'
         return
     fi
-    (( ${#traceback[@]} )) || traceback=("$ename: $evalue")
-    local body='{"ename":'
-    __cg_json_quote "$ename"
-    body+=$__cg_json',"evalue":'
+    body='{"ename":"'$ename'","evalue":'
     __cg_json_quote "$evalue"
     body+=$__cg_json',"traceback":'
-    __cg_json_array "${traceback[@]}"
+    __cg_json_array "$ename: $evalue"
     body+=$__cg_json'}'
     if [[ $body == *[$'\x80'-$'\xff']* ]]; then
         __cg_emit_json error "$body"
@@ -567,60 +634,12 @@ __cg_report() {
     fi
 }
 
-# Parses the cell in __cg_body without running it, as the body of a function definition.
-# Returns 0 when the cell should run. Otherwise reports it and returns 1: a syntax error is sent
-# as stderr output and an error event (with the user's line numbers), and a cell of nothing but
-# blanks and comments, which bash would reject as an empty `{ }`, is simply done.
-__cg_check_syntax() {
-    local base line number lines definition
-    local -a messages=()
-    base=$LINENO; builtin eval "__cg_check() { $__cg_body"$'\n}' 2>|"$__cg_dir/check"
-    if (( $? == 0 )) && builtin declare -F __cg_check >/dev/null; then
-        builtin unset -f __cg_check
-        return 0
-    fi
-    builtin unset -f __cg_check
-    if builtin eval "__cg_check() { $__cg_body"$'\n:\n}' 2>/dev/null; then
-        builtin declare -f __cg_check >|"$__cg_dir/check-empty"
-        builtin unset -f __cg_check
-        IFS= builtin read -r -d '' definition < "$__cg_dir/check-empty"
-        if [[ $definition == $'__cg_check () \n{ \n    :\n}\n' ]]; then
-            __cg_emit done '{"status":"ok"}'
-            return 1
-        fi
-    fi
-    # bash numbers the lines of the eval'd text from the line of the eval command.
-    lines=${__cg_body//[!$'\n']/}
-    lines=$(( ${#lines} + 1 ))
-    while IFS= builtin read -r line; do
-        if [[ $line =~ eval:\ line\ ([0-9]+):\ (.*)$ ]]; then
-            number=$(( BASH_REMATCH[1] - base + 1 ))
-            (( number < 1 )) && number=1
-            (( number > lines )) && number=$lines
-            line=${BASH_REMATCH[2]}
-            line=${line/#\`__cg_check() \{ /\`}
-            messages+=("line $number: $line")
-        fi
-    done < "$__cg_dir/check"
-    (( ${#messages[@]} )) || messages=("syntax error")
-    local body='{"ename":"SyntaxError","evalue":'
-    __cg_json_quote "${messages[0]}"
-    body+=$__cg_json',"traceback":'
-    __cg_json_array "${messages[@]}"
-    body+=$__cg_json'}'
-    builtin printf -v line 'bash: %s\n' "${messages[@]}"
-    __cg_emit stderr "$line"
-    __cg_emit_json error "$body"
-    __cg_emit done '{"status":"error"}'
-    return 1
-}
-
 # ----------------------------------------------------------------------------------------------
 # Completion, completeness and inspection.
 # ----------------------------------------------------------------------------------------------
 
-# Reads the code and cursor of a request; the cursor is converted from code points, and the
-# text before it is left in __cg_before.
+# Reads the code and cursor of a request into __cg_code and __cg_cursor, and splits the code at
+# the cursor into __cg_before and __cg_after. The cursor counts code points.
 __cg_read_cursor_request() {
     __cg_json_get_string "$__cg_body" code
     __cg_code=$__cg_json_value
@@ -632,9 +651,11 @@ __cg_read_cursor_request() {
     __cg_after=${__cg_code:__cg_cursor}
 }
 
-# The characters that end a word for completion and inspection.
+# The characters that end a word, for completion and inspection.
 __cg_word_break=$' \t\n;|&()<>`"\'='
 
+# Completes the word before the cursor: variables after `$` or `${`, commands (aliases,
+# functions, builtins, keywords, programs) where a command is expected, file names elsewhere.
 __cg_complete() {
     __cg_read_cursor_request
     local LC_ALL=$__cg_text_locale
@@ -645,26 +666,20 @@ __cg_complete() {
     prefix=${prefix%%+([[:blank:]])}
     [[ $prefix == *[\"\'] ]] && quoted=1
     if [[ $token == '${'* ]]; then
-        while IFS= builtin read -r name; do found+=("\${$name}"); done \
-            < <(builtin compgen -v -- "${token:2}")
+        builtin mapfile -t found < <(builtin compgen -P '${' -S '}' -v -- "${token:2}")
     elif [[ $token == '$'* ]]; then
-        while IFS= builtin read -r name; do found+=("\$$name"); done \
-            < <(builtin compgen -v -- "${token:1}")
+        builtin mapfile -t found < <(builtin compgen -P '$' -v -- "${token:1}")
+    elif [[ $token != */* ]] && [[ -z $prefix || $prefix == *[\;\|\&\(\`$'\n'] ||
+        $prefix =~ (^|[[:space:]])(then|do|else|elif|if|while|until|time|command|exec|builtin|!)$ ]]; then
+        builtin mapfile -t found < <(builtin compgen -c -- "$token")
     else
-        if [[ -z $prefix || $prefix == *[\;\|\&\(\`$'\n'] ||
-            $prefix =~ (^|[[:space:]])(then|do|else|elif|if|while|until|time|command|exec|builtin|!)$ ]] &&
-            [[ $token != */* ]]; then
-            while IFS= builtin read -r name; do found+=("$name"); done \
-                < <(builtin compgen -c -- "$token")
-        else
-            while IFS= builtin read -r name; do
-                [[ -d $name ]] && name+=/
-                [[ $quoted ]] || builtin printf -v name '%q' "$name"
-                # %q escapes the ~ of ~/..., which must stay expandable.
-                [[ $name == '\~'* ]] && name=${name:1}
-                found+=("$name")
-            done < <(builtin compgen -f -- "$token")
-        fi
+        while IFS= builtin read -r name; do
+            [[ -d $name ]] && name+=/
+            [[ $quoted ]] || builtin printf -v name '%q' "$name"
+            # %q escapes the ~ of ~/..., which must stay expandable.
+            [[ $name == '\~'* ]] && name=${name:1}
+            found+=("$name")
+        done < <(builtin compgen -f -- "$token")
     fi
     # Sorted, without duplicates and without the driver's own names.
     if (( ${#found[@]} )); then
@@ -677,8 +692,8 @@ __cg_complete() {
         "{\"matches\":$__cg_json,\"cursor_start\":$start,\"cursor_end\":$__cg_cursor,\"metadata\":{}}"
 }
 
-# Uses `bash -n` on the code: unexpected end of input (or a here-document or line continuation
-# left open) means incomplete, any other error invalid.
+# Asks `bash -n` about the code: an unexpected end of input (or a here-document or a line
+# continuation left open) means incomplete, any other error invalid.
 __cg_is_complete() {
     local status=complete message=
     __cg_json_get_string "$__cg_body" code
@@ -701,29 +716,26 @@ __cg_is_complete() {
 }
 
 # Shows `type` (and `help` for builtins and keywords) for the word at the cursor, or the
-# declaration of a variable for $NAME.
+# declaration of the variable for $NAME.
 __cg_inspect() {
     __cg_read_cursor_request
     local LC_ALL=$__cg_text_locale
     local word=${__cg_before##*[$__cg_word_break]}${__cg_after%%[$__cg_word_break]*}
-    local text= found=false kind
-    local out=$__cg_dir/inspect
-    word=${word%%[{\}]}
+    local text= found= kind= out=$__cg_dir/inspect
     if [[ $word =~ ^\$\{?([A-Za-z_][A-Za-z0-9_]*) ]]; then
         word=${BASH_REMATCH[1]}
-        if [[ $word != __cg_* ]] && builtin declare -p "$word" >|"$out" 2>&1; then
-            found=true
-        fi
+        [[ $word != __cg_* ]] && builtin declare -p -- "$word" >|"$out" 2>&1 && found=1
     elif [[ $word && $word != __cg_* ]]; then
         if builtin type -a -- "$word" >|"$out" 2>&1; then
-            found=true
-            kind=$(builtin type -t -- "$word")
+            found=1
+            builtin type -t -- "$word" >|"$out.kind" 2>&1
+            IFS= builtin read -r kind < "$out.kind"
             if [[ $kind == builtin || $kind == keyword ]]; then
                 { builtin printf '\n'; builtin help -- "$word"; } >>"$out" 2>&1
             fi
         fi
     fi
-    if [[ $found == true ]]; then
+    if [[ $found ]]; then
         IFS= builtin read -r -d '' text < "$out"
         __cg_json_quote "$text"
         __cg_emit_json inspect_reply "{\"found\":true,\"data\":{\"text/plain\":$__cg_json},\"metadata\":{}}"
@@ -768,16 +780,17 @@ __cg_pick_text_locale() {
 }
 
 __cg_init() {
-    local tool
+    local tool stream_fd=${0##*/}
     # File descriptors: the runner's pipes move to high numbers, and between cells the shell's
-    # own fd 0 and fd 1 point at /dev/null, so that nothing the shell prints by itself (a
-    # user's trap running at the top level, say) can corrupt the event stream. fd 3 holds the
-    # diagnostics stream parked by the bootstrap; fd 4 the command stream, which bash reads
-    # through a descriptor of its own.
+    # own fd 0 and fd 1 point at /dev/null, so that nothing the shell prints by itself (a user's
+    # trap running at the top level, say) can reach the event stream. fd 3 holds the diagnostics
+    # parked by the bootstrap. The stream of step lines was opened as /dev/fd/N, which bash
+    # reads through a descriptor of its own; N itself would leak into every command.
     exec {__cg_cmd_fd}<&0 {__cg_ev_fd}>&1 {__cg_diag_fd}>&3 {__cg_null_fd}</dev/null
-    exec 0<&"$__cg_null_fd" 1>/dev/null 2>&"$__cg_diag_fd" 3>&- 4<&-
+    exec 0<&"$__cg_null_fd" 1>/dev/null 2>&"$__cg_diag_fd" 3>&-
+    [[ $0 == /dev/fd/+([0-9]) ]] && builtin eval "exec $stream_fd<&-"
 
-    for tool in dd flock cat grep sort mktemp mkfifo rm; do
+    for tool in dd cat grep sort mktemp mkfifo rm; do
         __cg_find_tool "$tool" "__cg_tool_$tool" || {
             __cg_log "$tool was not found on PATH"
             builtin exit 1
@@ -788,19 +801,22 @@ __cg_init() {
 
     __cg_dir=$("$__cg_tool_mktemp" -d "${TMPDIR:-/tmp}/cellgate-bash.XXXXXXXX") || builtin exit 1
     __cg_cell_file=$__cg_dir/cell
-    __cg_lock=$__cg_dir/lock
-    "$__cg_tool_mkfifo" -m 600 "$__cg_dir/stdout" "$__cg_dir/stderr" "$__cg_dir/ack" || __cg_quit 1
+    "$__cg_tool_mkfifo" -m 600 "$__cg_dir/stdout" "$__cg_dir/stderr" "$__cg_dir/ack" "$__cg_dir/lock" ||
+        __cg_quit 1
     # Opened read-write, a FIFO never blocks the open and never reports end of file.
-    exec {__cg_out_fd}<>"$__cg_dir/stdout" {__cg_err_fd}<>"$__cg_dir/stderr" {__cg_ack_fd}<>"$__cg_dir/ack"
+    exec {__cg_out_fd}<>"$__cg_dir/stdout" {__cg_err_fd}<>"$__cg_dir/stderr"
+    exec {__cg_ack_fd}<>"$__cg_dir/ack" {__cg_lock_fd}<>"$__cg_dir/lock"
+    __cg_unlock
     builtin printf '0\n' >| "$__cg_dir/sync"
-    : >| "$__cg_lock"
     __cg_make_marker
     __cg_pick_text_locale
 
     # Job control would give each command its own process group, out of reach of interrupts.
-    builtin set +o monitor +o history
+    # History (and its `!` expansion) is for terminals. execfail keeps a failed `exec` from
+    # ending the shell.
+    builtin set +o monitor +o history +o histexpand
     unset HISTFILE
-    builtin shopt -s extglob
+    builtin shopt -s extglob execfail
     BASH_ARGV0=bash
 
     # Forwarders are disowned so that `jobs` and `wait` in cells do not see them.
@@ -811,14 +827,15 @@ __cg_init() {
     __cg_forwarders+=($!)
     builtin disown -a
 
-    # An interactive shell ignores SIGTERM; the driver should rather clean up and go.
+    # An interactive shell ignores SIGTERM; the driver rather cleans up and goes.
     builtin trap '__cg_quit 143' TERM
     builtin trap '__cg_quit 129' HUP
     builtin trap '' INT
 
     __cg_seq=0
     __cg_cell_open=
-    __cg_user_options= __cg_user_xtrace= __cg_user_verbose= __cg_user_extdebug=
+    __cg_user_options=()
+    __cg_user_extdebug=
     __cg_user_err_trap=
     __cg_make_err_trap
 

@@ -348,8 +348,10 @@ function runKeeper() {
     outer() {
       Atomics.store(shared, SHARED.keeperEntering, 0);
       Atomics.notify(shared, SHARED.keeperEntering);
-      Atomics.store(shared, SHARED.keeperUp, 1);
-      Atomics.notify(shared, SHARED.keeperUp);
+      if (Atomics.exchange(shared, SHARED.keeperUp, 1) === 0) {
+        Atomics.notify(shared, SHARED.keeperUp);
+        parentPort.postMessage({ up: true });
+      }
       serve();
     },
     inner() {
@@ -544,10 +546,19 @@ function runDriver() {
   });
   keeper.on('error', (error) => diagnose(`the keeper thread failed: ${error.stack || error}`));
   keeper.on('message', (message) => {
+    if (message.up) {
+      process.removeListener('SIGINT', ignoreSigint);
+      return;
+    }
     Atomics.store(shared, SHARED.acknowledged, message.request);
     interrupt(message.interrupt);
   });
   keeper.unref();
+
+  // Until the keeper runs, this listener has libuv catch SIGINT, which would otherwise end the
+  // process; no cell runs before the keeper does (see execute()).
+  function ignoreSigint() {}
+  process.on('SIGINT', ignoreSigint);
 
   // Nothing in this process may start libuv's SIGINT handling: libuv would install its own
   // signal handler over the watchdog's, and vm removes SIGINT listeners around every guarded
@@ -979,14 +990,18 @@ function runDriver() {
     }
   }
 
+  // 'plain' for a script, 'await' for code that is valid only with top-level `await` (it
+  // compiles as the body of an async function), else 'invalid'.
   function syntaxOf(source) {
-    try {
-      new vm.Script(source);
-      return 'plain';
-    } catch (error) {
-      const awaiting = /await is only valid|top level bodies of modules|Unexpected reserved word/;
-      return awaiting.test(error.message) ? 'await' : 'invalid';
+    for (const [kind, text] of [['plain', source], ['await', `(async () => {\n${source}\n})`]]) {
+      try {
+        new vm.Script(text);
+        return kind;
+      } catch {
+        // Try the next reading.
+      }
     }
+    return 'invalid';
   }
 
   function execute(code) {
@@ -1003,6 +1018,8 @@ function runDriver() {
 
     outcome.then((result) => completeCell(cell, result));
 
+    // A guarded run without the keeper would leave SIGINT's default action (death) behind.
+    if (Atomics.load(shared, SHARED.keeperUp) === 0) awaitKeeper();
     setState(cell.id, PHASE.sync);
     // If the keeper is arming a watchdog right now, let it finish, so that the cell's watchdog
     // is armed after it and is the one that gets the SIGINTs (see runKeeper).
@@ -1034,6 +1051,12 @@ function runDriver() {
       Atomics.notify(shared, SHARED.mainGuarded);
     }
     if (!cell.outcome) setState(cell.id, PHASE.async);
+  }
+
+  function awaitKeeper() {
+    if (Atomics.wait(shared, SHARED.keeperUp, 0, 5000) === 'timed-out') {
+      diagnose('the keeper thread did not start; a SIGINT may end the kernel');
+    }
   }
 
   function onEvaluated(cell, error, reply) {
@@ -1678,12 +1701,6 @@ function runDriver() {
   }
 
   // -- Start ---------------------------------------------------------------------------------------
-
-  // Until the keeper runs, a SIGINT would end the process (Node's default), so `ready` waits
-  // for it; it has been booting while the main thread set up.
-  if (Atomics.wait(shared, SHARED.keeperUp, 0, 5000) === 'timed-out') {
-    diagnose('the keeper thread did not start; SIGINT may end the kernel');
-  }
 
   // The main thread writes `ready` itself, before the forwarder exists and so before anything
   // else can write events. The runner can send commands while the forwarder thread boots;

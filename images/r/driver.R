@@ -62,31 +62,45 @@ diagnose <- function(message) {
   })
 }
 
-# Sends one frame and waits until the forwarder has passed it on to the runner.
+# Sends one frame and waits until the forwarder has passed it on to the runner. The forwarder's
+# acknowledgement is the number of SIGINTs it has seen (see forward.pl), which is returned.
 send_frame <- function(kind, body = raw(0)) {
   suspendInterrupts({
     data <- c(charToRaw(sprintf("%s %d\n", kind, length(body))), body)
-    ok <- tryCatch({
+    count <- tryCatch({
       for (start in seq.int(1L, length(data), by = WRITE_PIECE)) {
         writeBin(data[start:min(length(data), start + WRITE_PIECE - 1L)], frames)
       }
-      length(readBin(acks, "raw", 1L)) == 1L
-    }, error = function(e) FALSE, warning = function(w) FALSE)
-    if (!ok) {
+      read_acknowledgement()
+    }, error = function(e) NULL, warning = function(w) NULL)
+    if (is.null(count)) {
       # The forwarder only goes away with the runner's event pipe: nobody is left to report to.
       diagnose("the output forwarder has gone away")
       exit_driver(0L, run_last = FALSE)
     }
   })
-  invisible()
+  count
 }
 
+read_acknowledgement <- function() {
+  digits <- raw(0)
+  repeat {
+    byte <- readBin(acks, "raw", 1L)
+    if (length(byte) == 0L) return(NULL)
+    if (byte == as.raw(10L)) return(as.numeric(rawToChar(digits)))
+    digits <- c(digits, byte)
+  }
+}
+
+# How many SIGINTs the process group has received so far, as the forwarder counted them.
+interrupts_seen <- function() send_frame("forwarder_sync")
+
 send_json <- function(kind, payload) {
-  send_frame(kind, charToRaw(to_json(payload)))
+  invisible(send_frame(kind, charToRaw(to_json(payload))))
 }
 
 log_message <- function(text) {
-  send_frame("log", charToRaw(enc2utf8(text)))
+  invisible(send_frame("log", charToRaw(enc2utf8(text))))
 }
 
 # The next complete frame in the input buffer as list(kind, body), or NULL.
@@ -151,6 +165,7 @@ exit_driver <- function(status, run_last = TRUE) {
 # JSON, just enough for the protocol's bodies.
 
 json_string <- function(text) {
+  if (length(text) == 0L) return(character(0))
   text <- enc2utf8(as.character(text))
   bad <- !validUTF8(text)
   if (any(bad)) text[bad] <- iconv(text[bad], "UTF-8", "UTF-8", sub = "?")
@@ -395,7 +410,13 @@ run_user <- function(thunk) {
   driver$last_frames <- NULL
   tryCatch(
     withCallingHandlers(
-      list(kind = "value", value = allowInterrupts(withVisible(thunk()))),
+      list(kind = "value", value = allowInterrupts({
+        value <- withVisible(thunk())
+        # An interrupt that arrived during a system() call only becomes pending, since R
+        # waits for the child it killed; it must still stop the cell.
+        Sys.sleep(0)
+        value
+      })),
       warning = on_warning,
       error = record_calls
     ),
@@ -414,11 +435,15 @@ on_warning <- function(w) {
   # With warn >= 2 R turns the warning into an error, which the cell then reports.
   if (is.numeric(level) && level >= 2) return()
   if (!is.numeric(level) || level >= 0) {
-    call <- conditionCall(w)
+    call <- condition_call(w)
+    message <- conditionMessage(w)
+    # The layout of R's own warnings, including where it breaks a long line.
     text <- if (is.null(call)) {
-      sprintf("Warning: %s\n", conditionMessage(w))
+      sprintf("Warning: %s\n", message)
     } else {
-      sprintf("Warning in %s :\n  %s\n", deparse1(call, collapse = " "), conditionMessage(w))
+      call_text <- deparse1(call, collapse = " ")
+      long <- 18L + nchar(call_text, "width") + nchar(message, "width") > 75L
+      sprintf("Warning in %s :%s %s\n", call_text, if (long) "\n " else "", message)
     }
     cat(text, file = stderr())
   }
@@ -461,6 +486,13 @@ user_calls <- function(calls, functions) {
 
 evaluate_in_global <- function(expression) eval(expression, globalenv())
 
+# The call a condition names, or NULL when it is the driver's own eval(): a warning() or stop()
+# typed at the top level of a cell names no call in the R console either.
+condition_call <- function(condition) {
+  call <- conditionCall(condition)
+  if (identical(call, quote(eval(expression, globalenv())))) NULL else call
+}
+
 # Prints a value the way the R console does: S4 objects with show(), others with print(),
 # called from the global environment so that methods defined there are found.
 print_value <- function(value) {
@@ -470,14 +502,15 @@ environment(print_value) <- globalenv()
 
 error_payload <- function(condition, calls) {
   message <- conditionMessage(condition)
-  call <- conditionCall(condition)
-  head <- if (is.null(call)) "Error" else sprintf("Error in %s", deparse1(call, collapse = " "))
-  first <- if (nchar(head) + nchar(message) > 75L || grepl("\n", message, fixed = TRUE)) {
-    sprintf("%s : \n  %s", head, message)
-  } else if (is.null(call)) {
-    sprintf("%s: %s", head, message)
+  call <- condition_call(condition)
+  # The layout of R's own error messages, including where it breaks a long line.
+  first <- if (is.null(call)) {
+    sprintf("Error: %s", message)
   } else {
-    sprintf("%s : %s", head, message)
+    call_text <- deparse1(call, collapse = " ")
+    first_line <- sub("\n.*", "", message)
+    long <- nchar(call_text, "width") + nchar(first_line, "width") + 12L > 75L
+    sprintf("Error in %s : %s%s", call_text, if (long) "\n  " else "", message)
   }
   traceback <- strsplit(first, "\n", fixed = TRUE)[[1L]]
   if (length(calls) > 0L) {
@@ -504,16 +537,18 @@ INTERRUPT_PAYLOAD <- list(
 # printed values and user output as the cell runs, then the remaining plots, then the result
 # or the error.
 run_cell <- function(code) {
-  lines <- strsplit(code, "\r\n|\r|\n", perl = TRUE)[[1L]]
+  # R's parser only knows "\n" as a line end.
+  code <- gsub("\r\n?", "\n", code, perl = TRUE)
+  lines <- strsplit(code, "\n", fixed = TRUE)[[1L]]
   source_file <- srcfilecopy(sprintf("<cell %d>", cell_count), lines)
   expressions <- tryCatch(parse(text = code, keep.source = TRUE, srcfile = source_file),
                           error = function(e) e)
   if (inherits(expressions, "error")) {
-    message <- sub("^<text>:", "", conditionMessage(expressions))
+    message <- strsplit(conditionMessage(expressions), "\n", fixed = TRUE)[[1L]]
     send_json("error", list(
       ename = "ParseError",
-      evalue = message,
-      traceback = I(c("Error: could not parse the cell", strsplit(message, "\n")[[1L]]))
+      evalue = message[1L],
+      traceback = I(c(paste("Error:", message[1L]), message[-1L]))
     ))
     return("error")
   }
@@ -572,6 +607,7 @@ run_cell <- function(code) {
 
 execute <- function(code) {
   driver$cell_count <- cell_count + 1L
+  driver$cell_interrupts <- interrupts_seen()
   driver$cell_running <- TRUE
   status <- tryCatch(run_cell(code), error = function(e) {
     # A failure of the driver itself: the user should still see that the cell did not finish.
@@ -588,6 +624,37 @@ execute <- function(code) {
     flush(stderr())
   })
   send_json("done", list(status = status))
+}
+
+# R's system(), like C's, ignores SIGINT while it waits for its child: an interrupt kills the
+# child, and the cell would go on as if the command had just failed. After every system() and
+# system2() call the forwarder's count of SIGINTs tells whether the cell was interrupted meanwhile.
+cell_interrupts <- 0
+
+stop_if_interrupted <- function() {
+  if (!cell_running) return(invisible())
+  count <- interrupts_seen()
+  if (count > cell_interrupts) {
+    driver$cell_interrupts <- count
+    stop(structure(class = c("interrupt", "condition"), list(message = "", call = NULL)))
+  }
+  invisible()
+}
+
+# A function of the base package that checks for interrupts after it returns. It has the
+# original's arguments, so that args() and completion still show them.
+checking_interrupts <- function(original) {
+  checked <- function() NULL
+  formals(checked) <- formals(original)
+  body(checked) <- substitute({
+    call <- sys.call()
+    call[[1L]] <- ORIGINAL
+    value <- withVisible(eval(call, parent.frame()))
+    CHECK()
+    if (value$visible) value$value else invisible(value$value)
+  }, list(ORIGINAL = original, CHECK = stop_if_interrupted))
+  environment(checked) <- baseenv()
+  checked
 }
 
 # -------------------------------------------------------------------------------------------
@@ -823,6 +890,9 @@ setup_session <- function() {
   environment(user_quit) <- driver
   replace_base_function("quit", user_quit)
   replace_base_function("q", user_quit)
+  for (name in c("system", "system2")) {
+    replace_base_function(name, checking_interrupts(get(name, envir = baseenv())))
+  }
 
   options(
     device = open_plot_device,

@@ -22,6 +22,11 @@
 # never interleave. Between the driver's frames, output is forwarded within milliseconds of its
 # arrival.
 #
+# The acknowledgement is a line holding the number of SIGINTs this process has seen. The runner
+# sends SIGINT to the whole process group, so this count is a witness of interrupts that the
+# driver itself never saw: R's system(), like C's, ignores SIGINT while it waits for its child.
+# A frame of the kind `forwarder_sync` only asks for that count and is not passed on.
+#
 # Only perl-base is needed, which every Debian system has (it is an Essential package); a POSIX
 # shell could neither wait on several descriptors at once nor pass NUL bytes through.
 
@@ -32,9 +37,10 @@ use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
 use POSIX ();
 
 # The runner interrupts a cell by sending SIGINT to the whole process group; that is meant for
-# the driver and the cell's child processes, never for this process. A closed event pipe must
-# show up as EPIPE, handled below, rather than kill the process without a word.
-$SIG{INT} = 'IGNORE';
+# the driver and the cell's child processes, so this process only counts it. A closed event pipe
+# must show up as EPIPE, handled below, rather than kill the process without a word.
+my $interrupts = 0;
+$SIG{INT} = sub { $interrupts++ };
 $SIG{PIPE} = 'IGNORE';
 
 use constant {
@@ -209,8 +215,10 @@ while (1) {
     }
     $pending .= $chunk;
     while (defined(my $frame = next_frame(\$pending))) {
-        drain_output();
-        write_all(EVENTS, $frame);
-        write_all(ACKS, "\n");
+        if ($frame ne "forwarder_sync 0\n") {
+            drain_output();
+            write_all(EVENTS, $frame);
+        }
+        write_all(ACKS, "$interrupts\n");
     }
 }

@@ -41,14 +41,15 @@ mkfifo -m 600 "$fifos/stdout" "$fifos/stderr" "$fifos/frames" "$fifos/acks"
 exec 3<&0 5>&2 6<>"$fifos/stdout" 7<>"$fifos/stderr" 8<>"$fifos/frames" 9<>"$fifos/acks"
 
 # The forwarder's ends are opened here, before it is started, so that the FIFOs can be unlinked
-# without waiting for it: fd 0 (the runner's stdin is safe on fd 3) temporarily holds the
-# reading end of the frames and fd 4 the writing end of the acknowledgements. The forwarder
-# ignores SIGINT from its first instruction on: the runner's interrupts are meant for the cell.
-exec 0<"$fifos/frames" 4>"$fifos/acks"
+# without waiting for it. They are passed on fd 2 (the runner's stderr is safe on fd 5) and fd 4,
+# since a background command's fd 0 is always /dev/null. The forwarder starts with SIGINT ignored,
+# so that an interrupt cannot end it before it has installed its own handler.
+exec 2<"$fifos/frames" 4>"$fifos/acks"
 (
     trap '' INT
-    exec perl -- "$here/forward.pl" 8<&0 9>&4 4>&1 3<&- </dev/null >/dev/null 2>&5 5>&-
+    exec perl -- "$here/forward.pl" 8<&2 9>&4 4>&1 2>&5 3<&- 5>&- </dev/null >/dev/null
 ) &
+exec 2>&5
 
 # R keeps the writing end of the frames on fd 4 and the reading end of the acknowledgements on
 # fd 8, and nothing else of the forwarder's.

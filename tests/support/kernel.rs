@@ -173,6 +173,14 @@ impl KernelSocket {
         self.socket.send(frame).await.expect("frame is sent");
     }
 
+    /// Sends a frame the server may refuse by closing the connection while it arrives.
+    pub async fn try_send_raw(
+        &mut self,
+        frame: WsMessage,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.socket.send(frame).await
+    }
+
     /// The next frame of any kind, pings and pongs skipped.
     pub async fn recv_raw(&mut self) -> Option<WsMessage> {
         loop {

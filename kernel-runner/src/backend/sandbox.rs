@@ -90,16 +90,18 @@ impl Limits {
         let tmpfs = HashMap::from([
             (
                 "/tmp".to_owned(),
-                format!("rw,nosuid,nodev,size={},mode=1777", self.tmp_bytes),
+                format!("rw,exec,nosuid,nodev,size={},mode=1777", self.tmp_bytes),
             ),
             (
                 KERNEL_HOME.to_owned(),
                 format!(
-                    "rw,nosuid,nodev,size={},uid=1000,gid=1000,mode=0700",
+                    "rw,exec,nosuid,nodev,size={},uid=1000,gid=1000,mode=0700",
                     self.home_bytes
                 ),
             ),
         ]);
+        // Docker mounts tmpfs `noexec` unless told otherwise; kernels compile and run programs
+        // in their home and /tmp, and nosuid plus a non-root user keep that harmless.
         let ulimit = |name: &str, value: u64| ResourcesUlimits {
             name: Some(name.to_owned()),
             soft: Some(value as i64),
