@@ -26,7 +26,7 @@ images:
 
 ## test: formatting, lints, unit and end-to-end tests (the Docker tests need `make images`)
 test: lint
-	$(CARGO) test --workspace --all-targets --no-fail-fast
+	$(CARGO) test --workspace --lib --bins --tests --no-fail-fast
 
 ## lint: rustfmt and clippy with warnings as errors
 lint:

@@ -36,7 +36,12 @@
 #   shell catches it with a trap that turns on `extdebug` and sets a DEBUG trap returning 2,
 #   which makes bash return from every function and from the sourced cell, one command at a
 #   time, until the driver is reached again. This also stops pure-Bash loops such as
-#   `while :; do :; done`, which an INT trap alone would let run on.
+#   `while :; do :; done`, which an INT trap alone would let run on. An interactive bash ignores
+#   an interrupt when the program it waits for handles SIGINT and exits normally (as `ping` or a
+#   Python script catching KeyboardInterrupt do), so a watcher process notes every interrupt
+#   and passes it on to the shell as SIGURG, which bash never drops: it runs the URG trap as
+#   soon as the program has exited. Should the shell have started another program meanwhile,
+#   the watcher interrupts that one too.
 # * `set -e` in a cell stops the cell, not the kernel: an ERR trap (inherited by functions
 #   through `set -E`) switches errexit off before bash acts on it, because bash checks errexit
 #   only after running the ERR trap, and then aborts the cell the same way as an interrupt.
@@ -336,30 +341,103 @@ __cg_forward() {
     __cg_log "the $kind forwarder stopped"
 }
 
-# Waits until both forwarders have sent everything the cell wrote. The marker is read from its
-# file each time rather than kept in a variable, because a cell that prints all variables (`set`)
-# would otherwise print the marker too.
+# Waits until both forwarders have sent everything the cell wrote, and until the interrupt
+# watcher has noted any interrupt that arrived before. The marker is read from its file each
+# time rather than kept in a variable, because a cell that prints all variables (`set`) would
+# otherwise print the marker too.
 __cg_sync_output() {
-    local TMOUT= marker kind seq out= err=
-    __cg_seq=$(( __cg_seq + 1 ))
+    local TMOUT= marker kind seq out= err= watch=
     builtin printf '%s\n' "$__cg_seq" >| "$__cg_dir/sync"
     IFS= builtin read -r -d '' marker < "$__cg_dir/marker"
     builtin printf '%s' "$marker" >&"$__cg_out_fd"
     builtin printf '%s' "$marker" >&"$__cg_err_fd"
     marker=
-    while [[ -z $out || -z $err ]]; do
+    builtin printf '%s\n' "$__cg_seq" >&"$__cg_watch_fd"
+    while [[ -z $out || -z $err || -z $watch ]]; do
         if IFS=' ' builtin read -r -t 10 -u "$__cg_ack_fd" kind seq; then
             if [[ $seq == "$__cg_seq" ]]; then
                 case $kind in
                     stdout) out=1 ;;
                     stderr) err=1 ;;
+                    watch) watch=1 ;;
                 esac
             fi
-        elif ! builtin kill -0 "${__cg_forwarders[@]}" 2>/dev/null; then
-            __cg_log "a forwarder has died; output may be lost"
+        elif ! builtin kill -0 "${__cg_helpers[@]}" 2>/dev/null; then
+            __cg_log "a helper process has died; output may be lost"
             return 1
         fi
     done
+}
+
+# The body of the interrupt watcher, a helper process that traps SIGINT (the driver's other
+# helpers ignore it). Each line it reads is a request to confirm, on the ack FIFO, that every
+# interrupt that came before has been noted: bash runs a pending trap before it goes on to the
+# next command.
+__cg_watch_interrupts() {
+    local TMOUT= request
+    builtin trap '__cg_note_interrupt' INT
+    builtin trap 'builtin exit 0' TERM
+    exec 0</dev/null 1>/dev/null {__cg_pause_fd}<>"$__cg_dir/pause"
+    while :; do
+        IFS= builtin read -r -u "$__cg_watch_fd" request || continue
+        builtin printf 'watch %s\n' "$request" >&"$__cg_ack_fd"
+    done
+}
+
+# Runs in the watcher on every SIGINT. During a cell, it writes the cell's number into the
+# `interrupted` file and sends SIGURG to the shell, then waits until the shell reports that the
+# cell stops (in the `cell-state` file). If the shell is still busy half a second later although
+# the programs that got the SIGINT have exited, it is waiting for a program it started since,
+# which must be interrupted too; programs that ignore SIGINT (background jobs, helpers) are not
+# counted.
+__cg_note_interrupt() {
+    local TMOUT= state cell now pid waited=0
+    local -a before=() after=()
+    IFS=' ' builtin read -r state cell < "$__cg_dir/cell-state"
+    [[ $state == running ]] || return 0
+    builtin printf '%s\n' "$cell" >| "$__cg_dir/interrupted"
+    builtin kill -URG "$__cg_pid" 2>/dev/null
+    __cg_interruptible_children before
+    while :; do
+        # A read from a FIFO nobody writes to is a pause that needs no process.
+        builtin read -r -t 0.05 -u "$__cg_pause_fd" now
+        IFS=' ' builtin read -r state now < "$__cg_dir/cell-state"
+        [[ $state == running && $now == "$cell" ]] || return 0
+        (( ++waited % 10 )) && continue
+        for pid in "${before[@]}"; do
+            [[ -e /proc/$pid ]] && continue 2
+        done
+        __cg_interruptible_children after
+        (( ${#after[@]} )) && builtin kill -INT "${after[@]}" 2>/dev/null
+        before+=("${after[@]}")
+    done
+}
+
+# Sets the array named NAME to the shell's child processes that do not ignore SIGINT, leaving
+# out the watcher itself. Without /proc/PID/task/PID/children the list stays empty.
+__cg_interruptible_children() {
+    local -n __cg_children=$1
+    local IFS=' ' list= pid key value
+    __cg_children=()
+    [[ -r /proc/$__cg_pid/task/$__cg_pid/children ]] || return 0
+    builtin read -r list < "/proc/$__cg_pid/task/$__cg_pid/children"
+    for pid in $list; do
+        [[ $pid == "$BASHPID" ]] && continue
+        value=0
+        while IFS=$': \t' builtin read -r key value; do
+            [[ $key == SigIgn ]] && break
+        done < "/proc/$pid/status" 2>/dev/null
+        [[ $value == +([[:xdigit:]]) ]] && (( 16#$value & 2 )) && continue
+        __cg_children+=("$pid")
+    done
+}
+
+# The URG trap of a cell. The number check drops a late SIGURG meant for an earlier cell.
+__cg_interrupt_noted() {
+    local noted
+    IFS= builtin read -r noted < "$__cg_dir/interrupted"
+    [[ $noted == "$__cg_seq" ]] && __cg_abort_cell interrupt 130
+    return 0
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -448,13 +526,15 @@ __cg_begin_cell() {
     # until it reports on them; this makes it do so, silently, so that `jobs` in the cell shows
     # only the user's jobs.
     builtin jobs -n >/dev/null 2>&1
+    __cg_seq=$(( __cg_seq + 1 ))
+    builtin printf 'running %s\n' "$__cg_seq" >| "$__cg_dir/cell-state"
     __cg_cell_open=1
     __cg_abort_reason= __cg_abort_status= __cg_abort_command= __cg_captured=
     __cg_errexit_status= __cg_errexit_command=
     builtin trap -- "$__cg_err_trap" ERR
     builtin trap '__cg_abort_cell interrupt 130' INT
+    builtin trap '__cg_interrupt_noted' URG
     [[ $__cg_user_extdebug ]] && builtin shopt -s extdebug
-    [[ -s $__cg_dir/traps ]] && . "$__cg_dir/traps"
     # The user's options come back last: from here on the user's code is running. errtrace is
     # always on in cells, so that functions get the ERR trap.
     builtin set -o errtrace
@@ -464,26 +544,44 @@ __cg_begin_cell() {
     return 0
 }
 
-# Runs right after a cell, from the step line. STATUS defaults to the cell's exit status.
+# Runs right after a cell, from the step line. STATUS defaults to the cell's exit status. The
+# function has the trace attribute (set in __cg_init), so that it sees DEBUG and RETURN traps
+# and its `trap -` removes them for good: they belong to the cell that set them, and must not
+# run on the driver's code.
 __cg_end_cell() {
     local status=${1-$?}
+    builtin trap - DEBUG RETURN
     [[ $__cg_cell_open ]] || return 0
-    builtin trap '' INT
+    builtin trap '' INT URG
+    builtin printf 'idle %s\n' "$__cg_seq" >| "$__cg_dir/cell-state"
     __cg_capture_user_state
-    builtin trap - DEBUG
     [[ $__cg_user_extdebug ]] || builtin shopt -u extdebug
     __cg_cell_open=
     __cg_sync_output
+    local noted
+    IFS= builtin read -r noted < "$__cg_dir/interrupted"
+    [[ $noted == "$__cg_seq" && -z $__cg_abort_reason ]] && __cg_abort_reason=interrupt
     __cg_report "$status"
 }
 
-# Saves the user's shell options and DEBUG, RETURN and ERR traps, then switches to the driver's
-# neutral settings. Runs once per cell: at its end, or as soon as it is aborted.
+# Saves the user's shell options and ERR trap, then switches to the driver's neutral settings.
+# Runs once per cell: at its end, or as soon as it is aborted.
 __cg_capture_user_state() {
     [[ $__cg_captured ]] && return 0
-    local opts=$SHELLOPTS line= text= option IFS=:
-    builtin set "${__cg_neutral_options[@]}"
     __cg_captured=1
+    local opts=$SHELLOPTS option IFS=:
+    # errtrace stays on for a moment: functions only see the ERR trap under errtrace.
+    builtin set "${__cg_neutral_options[@]}" -o errtrace
+    # The ERR trap is the driver's, calling the user's own one, if any. When the cell set
+    # another ERR trap, that one becomes the user's trap from now on. If the cell switched
+    # errtrace off, the trap cannot be seen from here and the user's trap is left as it was.
+    if [[ :$opts: == *:errtrace:* ]]; then
+        __cg_trap_text ERR
+        [[ $__cg_trap_text != "$__cg_err_trap" ]] && __cg_user_err_trap=$__cg_trap_text
+        __cg_make_err_trap
+    fi
+    builtin trap - ERR
+    builtin set +o errtrace
     # xtrace and verbose go last, so that restoring them does not trace the restoring.
     __cg_user_options=()
     for option in $opts; do
@@ -495,42 +593,49 @@ __cg_capture_user_state() {
     [[ :$opts: == *:verbose:* ]] && __cg_user_options+=(verbose)
     [[ :$opts: == *:xtrace:* ]] && __cg_user_options+=(xtrace)
     if [[ :$BASHOPTS: == *:extdebug:* ]]; then __cg_user_extdebug=1; else __cg_user_extdebug=; fi
-    builtin trap -p DEBUG RETURN >| "$__cg_dir/traps"
-    # The ERR trap is the driver's guard wrapped around the user's own ERR trap, if any. When
-    # the cell set another ERR trap, that one becomes the user's trap from now on.
-    builtin trap -p ERR >| "$__cg_dir/err-trap"
-    IFS= builtin read -r -d '' line < "$__cg_dir/err-trap"
-    if [[ $line ]]; then
-        line=${line#'trap -- '}
-        line=${line%$'\n'}
-        builtin eval "text=${line% ERR}"
-    fi
-    if [[ $text != "$__cg_err_trap" ]]; then
-        __cg_user_err_trap=$text
-        __cg_make_err_trap
-    fi
-    builtin trap - DEBUG RETURN ERR
     return 0
 }
 
-# The ERR trap: the guard, then the user's ERR trap (which sees the failed command's status in
-# $?, as the guard returns it), then the abort the guard may have decided.
+# Sets __cg_trap_text to the command of the trap on SIGNAL, from the output of `trap -p`:
+# `trap -- 'COMMAND' NAME`, with the command quoted as one shell word.
+__cg_trap_text() {
+    local line=
+    __cg_trap_text=
+    builtin trap -p "$1" >| "$__cg_dir/trap"
+    IFS= builtin read -r -d '' line < "$__cg_dir/trap"
+    if [[ $line ]]; then
+        line=${line#'trap -- '}
+        line=${line%$'\n'}
+        builtin eval "__cg_trap_text=${line% *}"
+    fi
+}
+
+# Builds the ERR trap of cells: the guard, then the user's ERR trap (which finds the failed
+# command's status in $?, as the guard returns it), then the abort the guard may have decided
+# on. The user's trap runs through eval, so that whatever it contains cannot break the
+# driver's part.
 __cg_make_err_trap() {
     __cg_err_trap='__cg_err_guard "$?"'
-    [[ $__cg_user_err_trap ]] && __cg_err_trap+=$'\n'$__cg_user_err_trap
+    [[ $__cg_user_err_trap ]] && __cg_err_trap+=' || builtin eval -- "$__cg_user_err_trap"'
     __cg_err_trap+=$'\n''__cg_err_abort'
 }
 
 # STATUS is the failed command's. Under `set -e` bash is about to end the shell; switching
 # errexit off here prevents that (bash checks errexit after running the ERR trap). Inside the
 # cell this is remembered so that __cg_err_abort stops the cell; subshells are left alone, since
-# for them exiting is right.
+# for them exiting is right. Returns STATUS, except in the shell itself outside the cell (after
+# a failed cell, when the step line's `.` fails): there it returns 0, so that the user's ERR trap
+# does not run for the driver's own command.
 __cg_err_guard() {
-    if [[ $BASHPID == "$__cg_pid" && $- == *e* ]]; then
-        if __cg_in_cell; then
-            __cg_errexit_status=$1 __cg_errexit_command=$BASH_COMMAND
+    if [[ $BASHPID == "$__cg_pid" ]]; then
+        if ! __cg_in_cell; then
+            [[ $- == *e* ]] && __cg_capture_user_state
+            return 0
         fi
-        __cg_capture_user_state
+        if [[ $- == *e* ]]; then
+            __cg_errexit_status=$1 __cg_errexit_command=$BASH_COMMAND
+            __cg_capture_user_state
+        fi
     fi
     return "$1"
 }
@@ -557,6 +662,7 @@ __cg_abort_cell() {
     [[ $__cg_cell_open ]] || return 0
     if [[ -z $__cg_abort_reason ]]; then
         __cg_abort_reason=$1 __cg_abort_status=$2 __cg_abort_command=${3-}
+        builtin printf 'stopping %s\n' "$__cg_seq" >| "$__cg_dir/cell-state"
     fi
     __cg_capture_user_state
     builtin shopt -s extdebug
@@ -751,7 +857,7 @@ __cg_inspect() {
 # Ends the driver: stops the forwarders, removes the temporary files and exits with STATUS.
 __cg_quit() {
     builtin trap '' INT TERM HUP
-    [[ ${__cg_forwarders[*]} ]] && builtin kill -TERM "${__cg_forwarders[@]}" 2>/dev/null
+    [[ ${__cg_helpers[*]} ]] && builtin kill -TERM "${__cg_helpers[@]}" 2>/dev/null
     [[ -d $__cg_dir ]] && "$__cg_tool_rm" -rf -- "$__cg_dir"
     builtin exit "$1"
 }
@@ -801,13 +907,15 @@ __cg_init() {
 
     __cg_dir=$("$__cg_tool_mktemp" -d "${TMPDIR:-/tmp}/cellgate-bash.XXXXXXXX") || builtin exit 1
     __cg_cell_file=$__cg_dir/cell
-    "$__cg_tool_mkfifo" -m 600 "$__cg_dir/stdout" "$__cg_dir/stderr" "$__cg_dir/ack" "$__cg_dir/lock" ||
-        __cg_quit 1
+    "$__cg_tool_mkfifo" -m 600 "$__cg_dir/stdout" "$__cg_dir/stderr" "$__cg_dir/ack" "$__cg_dir/lock" \
+        "$__cg_dir/watch" "$__cg_dir/pause" || __cg_quit 1
     # Opened read-write, a FIFO never blocks the open and never reports end of file.
     exec {__cg_out_fd}<>"$__cg_dir/stdout" {__cg_err_fd}<>"$__cg_dir/stderr"
-    exec {__cg_ack_fd}<>"$__cg_dir/ack" {__cg_lock_fd}<>"$__cg_dir/lock"
+    exec {__cg_ack_fd}<>"$__cg_dir/ack" {__cg_lock_fd}<>"$__cg_dir/lock" {__cg_watch_fd}<>"$__cg_dir/watch"
     __cg_unlock
     builtin printf '0\n' >| "$__cg_dir/sync"
+    builtin printf 'idle 0\n' >| "$__cg_dir/cell-state"
+    builtin printf '0\n' >| "$__cg_dir/interrupted"
     __cg_make_marker
     __cg_pick_text_locale
 
@@ -819,18 +927,21 @@ __cg_init() {
     builtin shopt -s extglob execfail
     BASH_ARGV0=bash
 
-    # Forwarders are disowned so that `jobs` and `wait` in cells do not see them.
-    __cg_forwarders=()
+    # The helpers are disowned so that `jobs` and `wait` in cells do not see them.
+    __cg_helpers=()
     __cg_forward stdout "$__cg_out_fd" &
-    __cg_forwarders+=($!)
+    __cg_helpers+=($!)
     __cg_forward stderr "$__cg_err_fd" &
-    __cg_forwarders+=($!)
+    __cg_helpers+=($!)
+    __cg_watch_interrupts &
+    __cg_helpers+=($!)
     builtin disown -a
 
     # An interactive shell ignores SIGTERM; the driver rather cleans up and goes.
     builtin trap '__cg_quit 143' TERM
     builtin trap '__cg_quit 129' HUP
-    builtin trap '' INT
+    builtin trap '' INT URG
+    builtin declare -ft __cg_end_cell
 
     __cg_seq=0
     __cg_cell_open=

@@ -46,7 +46,9 @@ const SHARED = {
   keeperWake: 5,
   // Bumped by the keeper each time it has armed a watchdog.
   keeperArmed: 6,
-  length: 7,
+  // The last command (by sequence number) the main thread has taken on.
+  commandsAccepted: 7,
+  length: 8,
 };
 
 // What the main thread is doing with the current cell.
@@ -159,6 +161,7 @@ function runForwarder() {
   const net = require('net');
 
   diagnosticsFd = workerData.diagnosticsFd;
+  const shared = new Int32Array(workerData.shared);
   const markerPrefix = Buffer.from(workerData.markerPrefix, 'latin1');
   let eventsOpen = true;
 
@@ -299,6 +302,64 @@ function runForwarder() {
     if (message.skip) for (const index of message.skip) streams[index].seen = message.fence;
     pending.push(message);
     pump();
+  });
+
+  // Commands. The forwarder reads the command pipe and hands each command to the main thread
+  // with a sequence number, again and again until the main thread has taken it on. To stop a
+  // runaway cell the keeper terminates the main thread's JavaScript, and should that land just
+  // as the main thread turns to a new command, the command is handed over once more rather
+  // than lost. (This thread's own JavaScript is never terminated.)
+  const unaccepted = [];
+  let commandCount = 0;
+  let resendTimer = null;
+
+  function resend() {
+    const accepted = Atomics.load(shared, SHARED.commandsAccepted);
+    while (unaccepted.length > 0 && unaccepted[0].seq <= accepted) unaccepted.shift();
+    if (unaccepted.length === 0) {
+      clearInterval(resendTimer);
+      resendTimer = null;
+      return;
+    }
+    for (const command of unaccepted) parentPort.postMessage({ command });
+  }
+
+  // After `shutdown`, or once the runner has closed the pipe, the main thread exits as soon as
+  // it is free; one stuck in a cell is ended by signal instead.
+  function expectExit() {
+    setTimeout(() => process.kill(process.pid, 'SIGTERM'), 3000).unref();
+  }
+
+  const controlStat = fs.fstatSync(workerData.controlFd);
+  const control =
+    controlStat.isFIFO() || controlStat.isSocket()
+      ? new net.Socket({ fd: workerData.controlFd, readable: true, writable: false })
+      : fs.createReadStream(null, { fd: workerData.controlFd, autoClose: false });
+  const decoder = new FrameDecoder();
+  control.on('data', (chunk) => {
+    decoder.push(chunk);
+    let frame;
+    try {
+      while ((frame = decoder.next())) {
+        const command = { seq: ++commandCount, kind: frame.kind, body: frame.body };
+        unaccepted.push(command);
+        parentPort.postMessage({ command });
+        if (frame.kind === 'shutdown') expectExit();
+      }
+    } catch (error) {
+      parentPort.postMessage({ broken: error.message });
+      control.destroy();
+      expectExit();
+    }
+    if (unaccepted.length > 0 && !resendTimer) resendTimer = setInterval(resend, 250);
+  });
+  control.on('end', () => {
+    parentPort.postMessage({ end: true });
+    expectExit();
+  });
+  control.on('error', (error) => {
+    parentPort.postMessage({ broken: `reading commands failed: ${error.message}` });
+    expectExit();
   });
 }
 
@@ -451,19 +512,25 @@ function runKeeper() {
       const now = Atomics.load(shared, SHARED.state);
       return Math.floor(now / 4) === cell && now % 4 !== PHASE.idle;
     };
-    let request = ++requestCount;
-    parentPort.postMessage({ interrupt: cell, request });
+    let request = 0;
+    let pendingSince = 0; // Since when the main thread has left a request unhandled.
     let lastTermination = 0;
+    const ask = () => {
+      if (Atomics.load(shared, SHARED.acknowledged) >= request) pendingSince = Date.now();
+      request = ++requestCount;
+      parentPort.postMessage({ interrupt: cell, request });
+    };
+    ask();
     for (let round = 1; ; round++) {
+      // The wait also ends early whenever the state changes, so time is measured apart.
       waitGuarded(SHARED.state, Atomics.load(shared, SHARED.state), round < 50 ? 100 : 1000);
       if (!running()) return;
-      const handled = Atomics.load(shared, SHARED.acknowledged) >= request;
-      if (!handled && !cellIsGuarded() && Date.now() - lastTermination >= 1000) {
+      const stuck = Atomics.load(shared, SHARED.acknowledged) < request && Date.now() - pendingSince >= 100;
+      if (stuck && !cellIsGuarded() && Date.now() - lastTermination >= 1000) {
         terminateMainThreadScript();
         lastTermination = Date.now();
       }
-      request = ++requestCount;
-      parentPort.postMessage({ interrupt: cell, request });
+      ask();
     }
   }
 
@@ -494,7 +561,6 @@ function runKeeper() {
 
 function runDriver() {
   const path = require('path');
-  const net = require('net');
   const util = require('util');
   const vm = require('vm');
   const crypto = require('crypto');
@@ -1724,6 +1790,8 @@ function runDriver() {
 
   const forwarder = new Worker(__filename, {
     workerData: {
+      shared: shared.buffer,
+      controlFd,
       markerPrefix,
       eventsFd,
       stdoutFd: stdoutReaderFd,
@@ -1741,29 +1809,22 @@ function runDriver() {
     diagnose(`the forwarder thread exited with status ${code}`);
     exitProcess(1);
   });
-  // The runner has gone away when the event pipe breaks.
-  forwarder.on('message', () => exitProcess(0));
-
-  const controlStat = fs.fstatSync(controlFd);
-  const control =
-    controlStat.isFIFO() || controlStat.isSocket()
-      ? new net.Socket({ fd: controlFd, readable: true, writable: false })
-      : fs.createReadStream(null, { fd: controlFd, autoClose: false });
-  const decoder = new FrameDecoder();
-  control.on('data', (chunk) => {
-    decoder.push(chunk);
-    let frame;
-    try {
-      while ((frame = decoder.next())) onFrame(frame);
-    } catch (error) {
-      diagnose(`the command stream is broken: ${error.message}`);
+  // Commands come in order, numbered, possibly more than once (see runForwarder).
+  let acceptedCommands = 0;
+  forwarder.on('message', (message) => {
+    if (message.command) {
+      const { seq, kind, body } = message.command;
+      if (seq !== acceptedCommands + 1) return;
+      acceptedCommands = seq;
+      Atomics.store(shared, SHARED.commandsAccepted, seq);
+      onFrame({ kind, body: Buffer.from(body.buffer, body.byteOffset, body.byteLength) });
+    } else if (message.end || message.eventsClosed) {
+      // The runner closed the command pipe, or has stopped reading events: it is gone.
+      exitProcess(0);
+    } else if (message.broken) {
+      diagnose(`the command stream is broken: ${message.broken}`);
       exitProcess(1);
     }
-  });
-  control.on('end', () => exitProcess(0));
-  control.on('error', (error) => {
-    diagnose(`reading commands failed: ${error.message}`);
-    exitProcess(1);
   });
 }
 

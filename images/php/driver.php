@@ -42,7 +42,9 @@ namespace Cellgate {
     const FD_STDERR_READER = 7;
 
     // PHP's superglobals, which are no ordinary variables of any scope.
-    const SUPERGLOBALS = ['GLOBALS', '_SERVER', '_GET', '_POST', '_FILES', '_COOKIE', '_SESSION', '_REQUEST', '_ENV'];
+    const SUPERGLOBALS = [
+        'GLOBALS', '_SERVER', '_GET', '_POST', '_FILES', '_COOKIE', '_SESSION', '_REQUEST', '_ENV',
+    ];
 
     // The error types that end a script; error_get_last() in a shutdown function shows one of
     // these when a fatal error, rather than exit(), stopped the code.
@@ -306,14 +308,16 @@ namespace Cellgate {
         } finally {
             $__cellgate_known = array_fill_keys(array_keys($GLOBALS), true);
             foreach (array_keys(get_defined_vars()) as $__cellgate_name) {
-                if (!str_starts_with($__cellgate_name, '__cellgate_') && !\in_array($__cellgate_name, SUPERGLOBALS, true)) {
+                if (!str_starts_with($__cellgate_name, '__cellgate_')
+                    && !\in_array($__cellgate_name, SUPERGLOBALS, true)) {
                     unset($__cellgate_known[$__cellgate_name]);
                     $GLOBALS[$__cellgate_name] = &$$__cellgate_name;
                 }
             }
             // Globals the cell unset.
             foreach (array_keys($__cellgate_known) as $__cellgate_name) {
-                if (!\in_array($__cellgate_name, SUPERGLOBALS, true) && !str_starts_with($__cellgate_name, '__cellgate_')) {
+                if (!str_starts_with($__cellgate_name, '__cellgate_')
+                    && !\in_array($__cellgate_name, SUPERGLOBALS, true)) {
                     unset($GLOBALS[$__cellgate_name]);
                 }
             }
@@ -644,6 +648,7 @@ namespace Cellgate {
         private const CLOSERS = [')', ']', '}'];
         private const CLASS_LIKE = [T_CLASS, T_INTERFACE, T_TRAIT, T_ENUM];
         private const CLASS_MODIFIERS = [T_ABSTRACT, T_FINAL, T_READONLY];
+        private const AMPERSAND = T_AMPERSAND_NOT_FOLLOWED_BY_VAR_OR_VARARG;
         private const ASSIGNMENTS = [
             '=', T_PLUS_EQUAL, T_MINUS_EQUAL, T_MUL_EQUAL, T_DIV_EQUAL, T_CONCAT_EQUAL,
             T_MOD_EQUAL, T_AND_EQUAL, T_OR_EQUAL, T_XOR_EQUAL, T_SL_EQUAL, T_SR_EQUAL,
@@ -657,6 +662,11 @@ namespace Cellgate {
             T_IF, T_ELSEIF, T_ELSE, T_WHILE, T_DO, T_FOR, T_FOREACH, T_SWITCH, T_TRY, T_CATCH,
             T_FINALLY, T_DECLARE, T_FUNCTION, T_CLASS, T_INTERFACE, T_TRAIT, T_ENUM, T_ABSTRACT,
             T_FINAL, T_NAMESPACE, T_USE, T_GOTO,
+        ];
+        // Statements, and expressions that work as statements, that never show a value.
+        private const STATEMENTS = [
+            T_PRINT, T_ECHO, T_INCLUDE, T_INCLUDE_ONCE, T_REQUIRE, T_REQUIRE_ONCE, T_UNSET,
+            T_GLOBAL, T_RETURN, T_THROW, T_INLINE_HTML,
         ];
         // Statements that are unfinished without a body after them.
         public const UNFINISHED = [
@@ -756,7 +766,8 @@ namespace Cellgate {
                 $tokens = self::tokens($fixed);
                 $pairs = self::pairs($tokens);
                 $analysis = self::analyse($tokens, $pairs);
-                $last = self::lastStatementStart($tokens, \count($tokens) - 1, array_fill_keys($analysis['boundaries'], true));
+                $boundaries = array_fill_keys($analysis['boundaries'], true);
+                $last = self::lastStatementStart($tokens, \count($tokens) - 1, $boundaries);
                 if ($last === null || $tokens[$last]->is(...self::UNFINISHED)) {
                     throw $error;
                 }
@@ -816,7 +827,8 @@ namespace Cellgate {
             if (!self::parses($lint)) {
                 // The wrapping did not fit the cell's shape (declarations inside an alternative
                 // syntax block, say): compile the cell without running any of it instead.
-                $lint = self::apply($source, array_merge($edits, [[$analysis['preamble'], $analysis['preamble'], ' return; ', 2]]));
+                $stop = [$analysis['preamble'], $analysis['preamble'], ' return; ', 2];
+                $lint = self::apply($source, array_merge($edits, [$stop]));
             }
             $plan->lintSource = self::parses($lint) ? $lint : null;
             return $plan;
@@ -869,7 +881,7 @@ namespace Cellgate {
             }
             return !$tokens[$previous]->is(
                 T_FUNCTION, T_DOUBLE_COLON, T_OBJECT_OPERATOR, T_NULLSAFE_OBJECT_OPERATOR, T_CONST,
-                T_AMPERSAND_NOT_FOLLOWED_BY_VAR_OR_VARARG, T_AMPERSAND_FOLLOWED_BY_VAR_OR_VARARG,
+                self::AMPERSAND, T_AMPERSAND_FOLLOWED_BY_VAR_OR_VARARG,
             );
         }
 
@@ -1080,7 +1092,7 @@ namespace Cellgate {
             $token = $tokens[$i];
             if ($token->id === T_FUNCTION) {
                 $name = self::nextSignificant($tokens, $i);
-                if ($name !== null && $tokens[$name]->is(T_AMPERSAND_NOT_FOLLOWED_BY_VAR_OR_VARARG, T_AMPERSAND_FOLLOWED_BY_VAR_OR_VARARG)) {
+                if ($name !== null && $tokens[$name]->is(self::AMPERSAND, T_AMPERSAND_FOLLOWED_BY_VAR_OR_VARARG)) {
                     $name = self::nextSignificant($tokens, $name);
                 }
                 if ($name === null || $tokens[$name]->id !== T_STRING) {
@@ -1251,7 +1263,7 @@ namespace Cellgate {
                 return null;
             }
             $first = $tokens[$start];
-            if ($first->is(...self::CONTROL) || $first->is(T_PRINT, T_ECHO, T_INCLUDE, T_INCLUDE_ONCE, T_REQUIRE, T_REQUIRE_ONCE, T_UNSET, T_GLOBAL, T_RETURN, T_THROW, T_INLINE_HTML)) {
+            if ($first->is(...self::CONTROL) || $first->is(...self::STATEMENTS)) {
                 return null;
             }
             // Assignments are statements to a notebook user, even though PHP calls them
@@ -1266,7 +1278,8 @@ namespace Cellgate {
             if (self::isQuietCall($tokens, $pairs, $start, $end)) {
                 return null;
             }
-            $edits = [[$first->offset, $first->offset, 'return (', 2], [$tokens[$end]->offset, $tokens[$end]->offset, ')', 2]];
+            $close = $tokens[$end]->offset;
+            $edits = [[$first->offset, $first->offset, 'return (', 2], [$close, $close, ')', 2]];
             return self::parses(self::apply($source, $edits)) ? $edits : null;
         }
 
@@ -1566,7 +1579,8 @@ namespace Cellgate {
                         $matches[] = '$' . $name;
                     }
                 }
-            } elseif (preg_match("/(?<![\\w\\\\$>:])(\\\\?(?:$id\\\\)*\\w*)\\z/", $before, $m) && $m[1] !== '') {
+            } elseif (preg_match("/(?<![\\w\\\\$>:])(\\\\?(?:$id\\\\)*\\w*)\\z/", $before, $m)
+                && $m[1] !== '') {
                 $token = $m[1];
                 $matches = self::globalNames(ltrim($token, '\\'), str_starts_with($token, '\\'));
             }
@@ -1713,7 +1727,8 @@ namespace Cellgate {
                     $depth++;
                 } elseif ($char === '(') {
                     if ($depth-- === 0) {
-                        if (preg_match('/[\w$\\\\\x80-\xff]+(?:(?:->|::)[\w\x80-\xff]+)*\s*\z/', substr($before, 0, $i), $callee)) {
+                        $pattern = '/[\w$\\\\\x80-\xff]+(?:(?:->|::)[\w\x80-\xff]+)*\s*\z/';
+                        if (preg_match($pattern, substr($before, 0, $i), $callee)) {
                             $candidates[] = trim($callee[0]);
                         }
                         break;
@@ -1851,7 +1866,12 @@ namespace Cellgate {
 
         private static function describeClass(\ReflectionClass $class, int $detail): string
         {
-            $kind = $class->isInterface() ? 'interface' : ($class->isTrait() ? 'trait' : ($class->isEnum() ? 'enum' : 'class'));
+            $kind = match (true) {
+                $class->isInterface() => 'interface',
+                $class->isTrait() => 'trait',
+                $class->isEnum() => 'enum',
+                default => 'class',
+            };
             $head = implode(' ', \Reflection::getModifierNames($class->getModifiers()));
             $head = ltrim("$head $kind " . $class->getName());
             if ($class->getParentClass()) {
@@ -1945,7 +1965,8 @@ namespace Cellgate {
             }
             foreach (['pcntl_fork', 'pcntl_signal', 'posix_kill'] as $function) {
                 if (!\function_exists($function)) {
-                    fwrite(fopen('php://fd/' . FD_DIAGNOSTICS, 'wb'), "driver.php: PHP lacks $function() (the pcntl and posix extensions)\n");
+                    $message = "driver.php: PHP lacks $function() (the pcntl and posix extensions)\n";
+                    fwrite(fopen('php://fd/' . FD_DIAGNOSTICS, 'wb'), $message);
                     exit(2);
                 }
             }
@@ -2025,6 +2046,11 @@ namespace Cellgate {
         /** Hands one frame to the forwarder. */
         private static function send(string $kind, string $body): void
         {
+            if (getmypid() !== self::$pid) {
+                // A process a cell forked and that went on past the cell: it must not speak
+                // for the kernel.
+                exit(0);
+            }
             if (!write_fully(self::$socket, encode_frame($kind, $body))) {
                 // The forwarder, and so the runner, has gone away.
                 self::$exiting = true;
@@ -2058,7 +2084,8 @@ namespace Cellgate {
                 ];
             }
             if ($kind === 'result') {
-                return ['data' => ['text/plain' => shrink_text($payload['data']['text/plain'])], 'metadata' => new \stdClass()];
+                $text = shrink_text($payload['data']['text/plain']);
+                return ['data' => ['text/plain' => $text], 'metadata' => new \stdClass()];
             }
             if ($kind === 'complete_reply') {
                 $payload['matches'] = \array_slice($payload['matches'], 0, 10000);
@@ -2136,18 +2163,16 @@ namespace Cellgate {
                             }
                             break;
                         case 'complete':
-                            $request = json_decode($body, true) ?: [];
-                            $code = (string) ($request['code'] ?? '');
-                            self::emit('complete_reply', Introspection::complete($code, (int) ($request['cursor_pos'] ?? Introspection::length($code))));
+                            [$code, $cursor, ] = self::request($body);
+                            self::emit('complete_reply', Introspection::complete($code, $cursor));
                             break;
                         case 'is_complete':
-                            $request = json_decode($body, true) ?: [];
-                            self::emit('is_complete_reply', Introspection::isComplete((string) ($request['code'] ?? '')));
+                            [$code, , ] = self::request($body);
+                            self::emit('is_complete_reply', Introspection::isComplete($code));
                             break;
                         case 'inspect':
-                            $request = json_decode($body, true) ?: [];
-                            $code = (string) ($request['code'] ?? '');
-                            self::emit('inspect_reply', Introspection::inspect($code, (int) ($request['cursor_pos'] ?? Introspection::length($code)), (int) ($request['detail_level'] ?? 0)));
+                            [$code, $cursor, $detail] = self::request($body);
+                            self::emit('inspect_reply', Introspection::inspect($code, $cursor, $detail));
                             break;
                         case 'shutdown':
                             self::quit(0);
@@ -2163,10 +2188,13 @@ namespace Cellgate {
                 } catch (\Throwable $problem) {
                     // A bug in the driver must not end the kernel, and the runner must get an answer.
                     self::log("driver error handling $kind: $problem");
+                    $empty = new \stdClass();
                     $fallback = match ($kind) {
-                        'complete' => ['complete_reply', ['matches' => [], 'cursor_start' => 0, 'cursor_end' => 0, 'metadata' => new \stdClass()]],
+                        'complete' => ['complete_reply', [
+                            'matches' => [], 'cursor_start' => 0, 'cursor_end' => 0, 'metadata' => $empty,
+                        ]],
                         'is_complete' => ['is_complete_reply', ['status' => 'unknown']],
-                        'inspect' => ['inspect_reply', ['found' => false, 'data' => new \stdClass(), 'metadata' => new \stdClass()]],
+                        'inspect' => ['inspect_reply', ['found' => false, 'data' => $empty, 'metadata' => $empty]],
                         'execute' => ['done', ['status' => 'error']],
                         default => null,
                     };
@@ -2179,6 +2207,16 @@ namespace Cellgate {
                     }
                 }
             }
+        }
+
+        /** A request's code, cursor (at the end if absent) and detail level. */
+        private static function request(string $body): array
+        {
+            $request = json_decode($body, true);
+            $request = \is_array($request) ? $request : [];
+            $code = (string) ($request['code'] ?? '');
+            $cursor = (int) ($request['cursor_pos'] ?? Introspection::length($code));
+            return [$code, $cursor, (int) ($request['detail_level'] ?? 0)];
         }
 
         /** Prepares a cell; returns its path, or null when it failed before starting. */
@@ -2203,7 +2241,9 @@ namespace Cellgate {
                 if ($source !== null) {
                     $lines[] = $source;
                 }
-                self::endCell(['ename' => 'ParseError', 'evalue' => $error->getMessage(), 'traceback' => $lines]);
+                self::endCell([
+                    'ename' => 'ParseError', 'evalue' => $error->getMessage(), 'traceback' => $lines,
+                ]);
                 return null;
             }
             $problem = self::redeclarations($plan) ?? self::lint($plan, $number);
@@ -2234,7 +2274,8 @@ namespace Cellgate {
             $error = null;
             if (self::$plan !== null && self::$plan->showsResult && $value !== null) {
                 try {
-                    self::emit('result', ['data' => ['text/plain' => Render::value($value)], 'metadata' => new \stdClass()]);
+                    $data = ['text/plain' => Render::value($value)];
+                    self::emit('result', ['data' => $data, 'metadata' => new \stdClass()]);
                 } catch (\Throwable $problem) {
                     $error = self::describe($problem);
                 }
@@ -2263,10 +2304,6 @@ namespace Cellgate {
         private static function endCell(?array $error): void
         {
             self::$inUserCode = false;
-            if (getmypid() !== self::$pid) {
-                // A process the cell forked and did not end: it must not speak for the kernel.
-                exit(0);
-            }
             // Output buffers a cell leaves open would hide its output for good.
             while (ob_get_level() > 0) {
                 if (!@ob_end_flush()) {
@@ -2294,7 +2331,8 @@ namespace Cellgate {
         private static function describe(\Throwable $thrown): array
         {
             if ($thrown instanceof ExitRequest) {
-                return ['ename' => 'ExitRequest', 'evalue' => "exit({$thrown->getCode()})", 'traceback' => ["The cell called exit({$thrown->getCode()})"]];
+                $call = "exit({$thrown->getCode()})";
+                return ['ename' => 'ExitRequest', 'evalue' => $call, 'traceback' => ["The cell called $call"]];
             }
             return [
                 'ename' => \get_class($thrown),
@@ -2492,10 +2530,24 @@ namespace Cellgate {
             posix_kill($child, SIGKILL);
             pcntl_waitpid($child, $status);
             $found = json_decode($report, true);
-            if (!\is_array($found) || !isset($found['message'])) {
-                return null;
+            if (\is_array($found) && isset($found['message'])) {
+                return self::fatal($found);
             }
-            return self::fatal($found, $found['hint'] ?? null);
+            if (pcntl_wifexited($status)) {
+                // The child always dies by SIGKILL once it has reported; exiting means PHP
+                // ended it before the report. That happens after an earlier fatal error, when
+                // shutdown functions no longer run.
+                $message = 'This cell would end PHP with a fatal error (a compile or declaration error)';
+                return [
+                    'ename' => 'FatalError',
+                    'evalue' => $message,
+                    'traceback' => [
+                        "PHP Fatal error: $message.",
+                        'After an earlier fatal error the kernel cannot say more; restart the kernel.',
+                    ],
+                ];
+            }
+            return null;
         }
 
         /** The lint child: reports what compiling and declaring the cell did, then dies. */
@@ -2600,7 +2652,9 @@ namespace Cellgate {
             // stderr is then the only word of it.
             ini_set('display_errors', 'stderr');
             if ($error !== null && ($error['type'] & FATAL_ERRORS)) {
-                self::endCell(self::fatal($error, 'The kernel goes on after this fatal error, but another one will end it; restart the kernel to be safe.'));
+                $hint = 'The kernel goes on after this fatal error, but another one will end it; '
+                    . 'restart the kernel to be safe.';
+                self::endCell(self::fatal($error, $hint));
             } else {
                 self::endCell(null);
             }

@@ -1,7 +1,7 @@
 # cellgate R driver: the long-lived R process behind one R kernel.
 #
 # launch.sh starts it with the runner's command pipe on fd 3, a FIFO to the output forwarder
-# (forward.pl) on fd 4, the runner's stderr on fd 5 and the forwarder's acknowledgements on fd 8.
+# (forward.pl) on fd 4, the runner's stderr on fd 5 and the forwarder's replies on fd 8.
 # The user's fd 0 is /dev/null and fds 1 and 2 are FIFOs that the forwarder reads and passes on
 # as `stdout` and `stderr` frames while cells run (docs/driver-protocol.md describes the frames).
 #
@@ -21,7 +21,7 @@ DRIVER_VERSION <- "0.1.0"
 FD_COMMANDS <- 3L
 FD_FRAMES <- 4L
 FD_DIAGNOSTICS <- 5L
-FD_ACKS <- 8L
+FD_REPLIES <- 8L
 
 # The longest frame header the protocol allows, newline included.
 MAX_HEADER_LEN <- 64L
@@ -43,7 +43,7 @@ open_channels <- function() {
   # so nothing is ever read ahead of the frame being parsed.
   driver$commands <- fifo(sprintf("/dev/fd/%d", FD_COMMANDS), open = "rb", blocking = TRUE)
   driver$frames <- fifo(sprintf("/dev/fd/%d", FD_FRAMES), open = "wb", blocking = TRUE)
-  driver$acks <- fifo(sprintf("/dev/fd/%d", FD_ACKS), open = "rb", blocking = TRUE)
+  driver$replies <- fifo(sprintf("/dev/fd/%d", FD_REPLIES), open = "rb", blocking = TRUE)
   driver$diagnostics <- tryCatch(
     file(sprintf("/dev/fd/%d", FD_DIAGNOSTICS), open = "a"),
     error = function(e) NULL
@@ -63,7 +63,7 @@ diagnose <- function(message) {
 }
 
 # Sends one frame and waits until the forwarder has passed it on to the runner. The forwarder's
-# acknowledgement is the number of SIGINTs it has seen (see forward.pl), which is returned.
+# reply holds the number of SIGINTs it has seen (see forward.pl), which is returned.
 send_frame <- function(kind, body = raw(0)) {
   suspendInterrupts({
     data <- c(charToRaw(sprintf("%s %d\n", kind, length(body))), body)
@@ -71,7 +71,8 @@ send_frame <- function(kind, body = raw(0)) {
       for (start in seq.int(1L, length(data), by = WRITE_PIECE)) {
         writeBin(data[start:min(length(data), start + WRITE_PIECE - 1L)], frames)
       }
-      read_acknowledgement()
+      reply <- read_reply()
+      as.numeric(strsplit(rawToChar(reply$body), " ", fixed = TRUE)[[1L]][1L])
     }, error = function(e) NULL, warning = function(w) NULL)
     if (is.null(count)) {
       # The forwarder only goes away with the runner's event pipe: nobody is left to report to.
@@ -82,14 +83,25 @@ send_frame <- function(kind, body = raw(0)) {
   count
 }
 
-read_acknowledgement <- function() {
-  digits <- raw(0)
+# Reads the forwarder's reply frame; the header a byte at a time, since it is short and nothing
+# may be read beyond the frame.
+read_reply <- function() {
+  header <- raw(0)
   repeat {
-    byte <- readBin(acks, "raw", 1L)
-    if (length(byte) == 0L) return(NULL)
-    if (byte == as.raw(10L)) return(as.numeric(rawToChar(digits)))
-    digits <- c(digits, byte)
+    byte <- readBin(replies, "raw", 1L)
+    if (length(byte) == 0L) stop("the forwarder has closed its replies")
+    if (byte == as.raw(10L)) break
+    header <- c(header, byte)
   }
+  parts <- strsplit(rawToChar(header), " ", fixed = TRUE)[[1L]]
+  length <- as.integer(parts[2L])
+  body <- raw(0)
+  while (length(body) < length) {
+    chunk <- readBin(replies, "raw", length - length(body))
+    if (length(chunk) == 0L) stop("the forwarder has closed its replies")
+    body <- c(body, chunk)
+  }
+  list(kind = parts[1L], body = body)
 }
 
 # How many SIGINTs the process group has received so far, as the forwarder counted them.

@@ -10,9 +10,9 @@
 # R runs one thing at a time and could not read those FIFOs while a cell runs, so a separate
 # process, forward.pl, reads them and owns the runner's event pipe. R's fd 4 is therefore not the
 # event pipe itself but a FIFO to the forwarder, which passes R's frames on in order with the
-# output; R's fd 8 carries the forwarder's acknowledgements (see forward.pl for why). Every FIFO
-# end is first opened read-write (`<>`), which never blocks; the ends each process keeps are then
-# opened one-way, so that either process sees end-of-file or EPIPE when the other is gone. The
+# output, and R's fd 8 carries the forwarder's replies (forward.pl explains both). Every FIFO
+# end is first opened for reading and writing (`<>`), which never blocks; R's own ends are then
+# reopened in one direction, so that R sees end-of-file or EPIPE when the forwarder is gone. The
 # FIFOs are unlinked before R starts: the open descriptors keep them alive.
 set -eu
 
@@ -36,24 +36,18 @@ trap ':' INT
 
 fifos=$(mktemp -d "${TMPDIR:-/tmp}/cellgate-r.XXXXXXXX")
 trap 'rm -rf -- "$fifos"' EXIT
-mkfifo -m 600 "$fifos/stdout" "$fifos/stderr" "$fifos/frames" "$fifos/acks"
+mkfifo -m 600 "$fifos/stdout" "$fifos/stderr" "$fifos/frames" "$fifos/replies"
 
-exec 3<&0 5>&2 6<>"$fifos/stdout" 7<>"$fifos/stderr" 8<>"$fifos/frames" 9<>"$fifos/acks"
+exec 3<&0 4<>"$fifos/frames" 5<>"$fifos/replies" 6<>"$fifos/stdout" 7<>"$fifos/stderr"
 
-# The forwarder's ends are opened here, before it is started, so that the FIFOs can be unlinked
-# without waiting for it. They are passed on fd 2 (the runner's stderr is safe on fd 5) and fd 4,
-# since a background command's fd 0 is always /dev/null. The forwarder starts with SIGINT ignored,
-# so that an interrupt cannot end it before it has installed its own handler.
-exec 2<"$fifos/frames" 4>"$fifos/acks"
+# The forwarder starts with SIGINT ignored, so that an interrupt cannot end it before it has
+# installed its own handler.
 (
     trap '' INT
-    exec perl -- "$here/forward.pl" 8<&2 9>&4 4>&1 2>&5 3<&- 5>&- </dev/null >/dev/null
+    exec perl -- "$here/forward.pl" </dev/null 3<&-
 ) &
-exec 2>&5
 
-# R keeps the writing end of the frames on fd 4 and the reading end of the acknowledgements on
-# fd 8, and nothing else of the forwarder's.
-exec 4>"$fifos/frames" 8<"$fifos/acks" 9>&- 6<&- 7<&-
+exec 4>"$fifos/frames" 8<"$fifos/replies" 5>&2 6<&- 7<&-
 exec </dev/null 1<>"$fifos/stdout" 2<>"$fifos/stderr"
 rm -rf -- "$fifos"
 trap - EXIT

@@ -24,6 +24,8 @@ require 'pp'
 module Cellgate
   DRIVER_VERSION = '0.1.0'
   DRIVER_FILE = File.expand_path(__FILE__)
+  # How the driver's own frames begin in a backtrace.
+  DRIVER_FRAME = "#{DRIVER_FILE}:"
 
   # The longest frame header the protocol allows, newline included.
   MAX_HEADER_LEN = 64
@@ -94,7 +96,9 @@ module Cellgate
     def next_buffered_frame
       newline = @buffer.index("\n")
       if newline.nil? || newline >= MAX_HEADER_LEN
-        raise ProtocolError, "frame header is longer than #{MAX_HEADER_LEN} bytes" if @buffer.bytesize >= MAX_HEADER_LEN
+        if @buffer.bytesize >= MAX_HEADER_LEN
+          raise ProtocolError, "frame header is longer than #{MAX_HEADER_LEN} bytes"
+        end
 
         return nil
       end
@@ -279,9 +283,10 @@ module Cellgate
       end
     end
 
-    # Asks the frontend for a line for `gets`; nil when the frontend has no stdin.
+    # Asks the frontend for a line for `gets`; nil (end of file) when the frontend has no
+    # stdin. Only the main thread of a running cell has a frontend waiting for it.
     def request_input(prompt, password)
-      raise IOError, 'no cell is running' unless Thread.current == @main && @cell_running
+      return nil unless Thread.current == @main && @cell_running
 
       emit('input_request', { prompt: prompt, password: password })
       @waiting_for_input = true
@@ -296,7 +301,10 @@ module Cellgate
         case kind
         when 'input_reply' then return "#{utf8(body)}\n"
         when 'input_abort' then return nil
-        else dispatch(kind, body)
+        else
+          # A request answered meanwhile must not be cut short by an interrupt, or its reply
+          # would never be sent; an interrupt waits until the loop comes round.
+          Thread.handle_interrupt(ALL) { dispatch(kind, body) }
         end
       end
     rescue ChannelClosed
@@ -337,9 +345,8 @@ module Cellgate
     def setup_globals
       @input = Input.new(self)
       $stdin = @input
-      # As in an interactive interpreter: no script arguments, and $0 names no file.
+      # As in an interactive interpreter: no script arguments (and ARGF reads $stdin).
       ARGV.clear
-      $PROGRAM_NAME = 'cellgate'
     end
 
     # Raises Interrupt in the main thread. Thread#raise only takes effect where the main
@@ -426,7 +433,8 @@ module Cellgate
       rescue StandardError
         nil
       end
-      # at_exit handlers run, as when a script ends.
+      # A forked copy of the kernel leaves at once; the kernel itself exits normally, so that
+      # at_exit handlers run as they do when a script ends.
       exit!(status) unless Process.pid == @pid
 
       exit(status)
@@ -443,13 +451,13 @@ module Cellgate
           execute(utf8(body))
         end
       when 'complete'
-        answer('complete_reply', body, { matches: [], cursor_start: 0, cursor_end: 0, metadata: {} }) do |request|
-          complete(request)
-        end
+        fallback = { matches: [], cursor_start: 0, cursor_end: 0, metadata: {} }
+        answer('complete_reply', body, fallback) { |request| complete(request) }
       when 'is_complete'
         answer('is_complete_reply', body, { status: 'unknown' }) { |request| completeness(request['code'].to_s) }
       when 'inspect'
-        answer('inspect_reply', body, { found: false, data: {}, metadata: {} }) { |request| inspect_request(request) }
+        fallback = { found: false, data: {}, metadata: {} }
+        answer('inspect_reply', body, fallback) { |request| inspect_request(request) }
       when 'shutdown'
         finish(0)
       when 'input_reply', 'input_abort'
@@ -551,7 +559,7 @@ module Cellgate
       while current && !seen[current.object_id]
         seen[current.object_id] = true
         backtrace = current.backtrace
-        current.set_backtrace(backtrace.reject { |line| line.start_with?("#{DRIVER_FILE}:") }) if backtrace
+        current.set_backtrace(backtrace.reject { |line| line.start_with?(DRIVER_FRAME) }) if backtrace
         current = current.cause
       end
       # Without a backtrace full_message would name the place it was called from; an error
@@ -571,6 +579,8 @@ module Cellgate
 
     IDENT = /[A-Za-z_][A-Za-z0-9_]*/.freeze
     CONSTANT_PATH = /(?:::)?[A-Z]\w*(?:::[A-Z]\w*)*/.freeze
+    # What completion looks up before a `.`: a variable, a constant or a literal string.
+    RECEIVER = /#{IDENT}[?!]?|@@?#{IDENT}|\$#{IDENT}|#{CONSTANT_PATH}|"[^"\\]*"|'[^'\\]*'/.freeze
 
     def clamp_cursor(cursor, code)
       cursor.is_a?(Integer) && cursor.between?(0, code.length) ? cursor : code.length
@@ -580,14 +590,15 @@ module Cellgate
       code = request['code'].to_s
       cursor = clamp_cursor(request['cursor_pos'], code)
       matches, token = completions(code[0, cursor])
-      { matches: matches.uniq.sort, cursor_start: cursor - token.length, cursor_end: cursor, metadata: {} }
+      start = cursor - token.length
+      { matches: matches.uniq.sort, cursor_start: start, cursor_end: cursor, metadata: {} }
     end
 
     # Completions for the text before the cursor and the text they replace. A receiver is only
     # ever looked up, never evaluated: completion must not run the user's code.
     def completions(before)
       case before
-      when /(#{IDENT}[?!]?|@@?#{IDENT}|\$#{IDENT}|#{CONSTANT_PATH}|"[^"\\]*"|'[^'\\]*'|\]|\))(\.|&\.)(\w*[?!=]?)\z/o
+      when /(#{RECEIVER})(\.|&\.)(\w*[?!=]?)\z/o
         receiver = Regexp.last_match(1)
         prefix = Regexp.last_match(3)
         object = resolve(receiver)
@@ -631,7 +642,6 @@ module Cellgate
     def resolve(name)
       case name
       when /\A"[^"\\]*"\z/, /\A'[^'\\]*'\z/ then ''
-      when ']' then []
       when /\A@@/ then UNRESOLVED
       when /\A@/
         receiver = @binding.receiver
@@ -672,17 +682,25 @@ module Cellgate
       { status: 'incomplete', indent: next_indent(code) }
     end
 
+    # Syntax errors that more lines could mend.
+    UNFINISHED = Regexp.union(
+      'unexpected end-of-input', 'unexpected end-of-file', 'meets end of file', 'anywhere before EOF',
+      /unterminated (?:string|regexp|list|quoted string)/
+    )
+
     def unfinished?(message)
-      message.match?(/unexpected end-of-input|unexpected end-of-file|unterminated (?:string|regexp|list|quoted string)|meets end of file|anywhere before EOF|embedded document meets end of file/)
+      message.match?(UNFINISHED)
     end
+
+    BLOCK_START = /\A\s*(?:def|class|module|if|unless|while|until|case|begin|for|else|elsif|when|in|rescue|ensure)\b/.freeze
 
     # The indentation for the next line: the last line's, one step deeper after a line that
     # opens a block.
     def next_indent(code)
       last = code.lines.reverse.find { |line| !line.strip.empty? } || ''
       indent = last[/\A[ \t]*/]
-      opens = last.match?(/\A\s*(?:def|class|module|if|unless|while|until|case|begin|for|else|elsif|when|in|rescue|ensure)\b/) ||
-              last.match?(/\bdo\s*(?:\|[^|]*\|)?\s*\z/) || last.match?(/[{\[(]\s*(?:\|[^|]*\|)?\s*\z/)
+      opens = last.match?(BLOCK_START) || last.match?(/\bdo\s*(?:\|[^|]*\|)?\s*\z/) ||
+              last.match?(/[{\[(]\s*(?:\|[^|]*\|)?\s*\z/)
       opens ? "#{indent}  " : indent
     end
 
@@ -781,7 +799,8 @@ module Cellgate
       end
       owner = method.owner
       separator = owner.singleton_class? ? '.' : '#'
-      owner_name = owner.singleton_class? ? owner.inspect[/#<Class:(.*)>/, 1] || owner.inspect : owner.inspect
+      owner_name = owner.inspect
+      owner_name = owner_name[/\A#<Class:(.*)>\z/, 1] || owner_name if owner.singleton_class?
       lines = ["#{owner_name}#{separator}#{method.name}(#{parameters.join(', ')})"]
       location = method.source_location
       lines << (location ? "Defined in #{location[0]}:#{location[1]}" : 'Built in')

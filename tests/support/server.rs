@@ -31,7 +31,7 @@ impl Server {
             "--data-dir".to_owned(),
             data_dir.display().to_string(),
         ];
-        if !extra.iter().any(|arg| *arg == "--token") {
+        if !extra.contains(&"--token") {
             args.push("--token".to_owned());
             args.push(token.clone());
         }

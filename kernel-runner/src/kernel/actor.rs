@@ -197,7 +197,7 @@ impl Actor {
 
     async fn control_when_idle(&mut self, op: ControlOp) -> Step {
         match op {
-            ControlOp::Message(request) => self.control_message(request).await,
+            ControlOp::Message(request) => self.control_message(*request).await,
             ControlOp::Interrupt(done) => {
                 let _ = done.send(self.interrupt().await);
                 Step::Continue
@@ -550,7 +550,7 @@ impl Actor {
                     };
                     match op {
                         ControlOp::Message(request) => {
-                            if let Some(op) = self.control_mid_request(request).await {
+                            if let Some(op) = self.control_mid_request(*request).await {
                                 self.stop_driver().await;
                                 return Exchange::Preempted(op);
                             }

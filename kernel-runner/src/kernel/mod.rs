@@ -33,8 +33,8 @@ pub struct ClientRequest {
 
 /// Work for the actor that must not wait behind queued cells.
 pub(crate) enum ControlOp {
-    /// A message on the control channel.
-    Message(ClientRequest),
+    /// A message on the control channel (boxed: it is far bigger than the other variants).
+    Message(Box<ClientRequest>),
     Interrupt(oneshot::Sender<Result<(), RunnerError>>),
     Restart(oneshot::Sender<Result<(), RunnerError>>),
     Shutdown(oneshot::Sender<()>),
@@ -88,10 +88,10 @@ impl Kernel {
             Channel::Stdin => self.stdin.try_send(request).err().map(into_request),
             Channel::Control => self
                 .control
-                .try_send(ControlOp::Message(request))
+                .try_send(ControlOp::Message(Box::new(request)))
                 .err()
                 .and_then(|error| match error.into_inner() {
-                    ControlOp::Message(request) => Some(request),
+                    ControlOp::Message(request) => Some(*request),
                     _ => None,
                 }),
             // Clients have nothing to say on iopub; jupyter_server drops such messages too.

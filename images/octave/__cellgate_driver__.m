@@ -1,0 +1,634 @@
+## cellgate Octave driver: the long-lived Octave process behind one Octave kernel.
+##
+## launch.sh starts Octave with the forwarder (forward.pl) beside it: fd 4 carries the driver's
+## frames to the forwarder, fd 8 the forwarder's replies, fd 5 is the runner's stderr, and the
+## user's fds 1 and 2 are FIFOs that the forwarder reads and passes on as output while cells
+## run (docs/driver-protocol.md describes the frames). The driver asks the forwarder for each
+## command instead of reading the runner's pipe itself, for the reason below.
+##
+## Octave cannot catch an interrupt: it unwinds every function call up to the interpreter's
+## prompt. The driver therefore runs under the prompt of an interactive Octave, and the prompt's
+## input, kept supplied by the forwarder, is a call of this function, which resumes the driver
+## after every interrupt. Whatever the interrupt cut short is repaired then: the driver puts its
+## reply stream back in step, and the forwarder answers the request the driver was working on
+## (`error` and `done` for a cell). An interrupt that arrives while the driver waits for a
+## command only takes effect when the command arrives, and the forwarder then hands the command
+## out again.
+##
+## Cells are evaluated in the base workspace. Octave prints `x = 3` for statements without a
+## semicolon itself, as MATLAB users expect, so a cell has no `result`; figures it leaves open
+## are sent as PNG images and closed.
+
+function varargout = __cellgate_driver__ (request, varargin)
+  ## The driver's functions and state must survive `clear all` in a cell.
+  mlock ();
+  if (nargin > 0)
+    ## A service for the functions that stand in for Octave's own (input.m).
+    switch (request)
+      case "input"
+        varargout{1} = request_input (varargin{:});
+      otherwise
+        error ("__cellgate_driver__: unknown request %s", request);
+    endswitch
+    return;
+  endif
+  state = store ();
+  if (! isempty (state) && state.serving)
+    ## A prompt inside a cell (the debugger's) has read the line meant for the interpreter's
+    ## prompt. Leaving the debugger unwinds the cell like an interrupt, which the driver survives.
+    if (isdebugmode ())
+      dbquit ("all");
+    endif
+    return;
+  endif
+  unwind_protect
+    if (isempty (state) || ! state.started)
+      start ();
+    else
+      recover ();
+    endif
+    serve ();
+  unwind_protect_cleanup
+    ## Only an interrupt ends serve(). The prompt is about to read its next line from fd 0 and to
+    ## print a newline and a prompt, which must not reach the user's output.
+    after_interrupt ();
+  end_unwind_protect
+endfunction
+
+## The driver's state, kept in a persistent variable: store () returns it, store (s) replaces it.
+function result = store (new_state)
+  persistent state;
+  if (nargin > 0)
+    state = new_state;
+  endif
+  result = state;
+endfunction
+
+function value = DRIVER_VERSION ()
+  value = "0.1.0";
+endfunction
+
+## ---------------------------------------------------------------------------------------------
+## Start and recovery.
+
+## Sets the driver up and says so. An interrupt may cut this short too; it then starts over,
+## with its replies put back in step first.
+function start ()
+  s = store ();
+  interrupted = ! isempty (s);
+  if (! interrupted)
+    s = struct ();
+    s.started = false;
+    s.serving = false;
+    s.in_cell = false;
+    s.cell_count = 0;
+    s.resyncs = 0;
+    s.driver_file = [mfilename("fullpath") ".m"];
+    store (s);
+  endif
+  open_channels ();
+  if (interrupted)
+    resync ();
+  endif
+  setup_session ();
+  send_json ("ready", struct (
+    "implementation", "cellgate-octave",
+    "implementation_version", DRIVER_VERSION (),
+    "language_info", struct (
+      "name", "octave",
+      "version", OCTAVE_VERSION (),
+      "mimetype", "text/x-octave",
+      "file_extension", ".m",
+      "pygments_lexer", "octave",
+      "codemirror_mode", "octave"),
+    "banner", sprintf ("GNU Octave %s\ncellgate Octave driver %s", OCTAVE_VERSION (),
+                       DRIVER_VERSION ())));
+  s = store ();
+  s.started = true;
+  store (s);
+endfunction
+
+## Opens the driver's channels. Octave's file ids are its own, so they are opened on
+## /dev/fd/N rather than taken over; the same is done again whenever a cell has closed them
+## (`fclose all`).
+function open_channels ()
+  s = store ();
+  s.frames = reopen (s, "frames", "/dev/fd/4", "w");
+  s.replies = reopen (s, "replies", "/dev/fd/8", "r");
+  s.diagnostics = reopen (s, "diagnostics", "/dev/fd/5", "a");
+  s.null_in = reopen (s, "null_in", "/dev/null", "r");
+  s.null_out = reopen (s, "null_out", "/dev/null", "w");
+  ## The prompt's input, and the FIFO the user's output goes to, as they are when Octave starts;
+  ## fds 0 and 1 are pointed elsewhere while the prompt is not reading.
+  s.prompt_in = reopen (s, "prompt_in", "/dev/fd/0", "r");
+  s.user_out = reopen (s, "user_out", "/dev/fd/1", "w");
+  if (any ([s.frames, s.replies, s.null_in, s.null_out, s.prompt_in, s.user_out] < 0))
+    fprintf (stderr, "cellgate-octave: the driver's descriptors are not set up\n");
+    quit (2, "force");
+  endif
+  store (s);
+  dup2 (s.null_in, 0);
+endfunction
+
+function fid = reopen (s, name, path, mode)
+  if (isfield (s, name) && is_open (s.(name)))
+    fid = s.(name);
+  else
+    fid = fopen (path, mode);
+  endif
+endfunction
+
+function open = is_open (fid)
+  open = fid >= 0 && ! isempty (fopen (fid));
+endfunction
+
+## Sets things up the way they must be after every interrupt: stdin from /dev/null, stdout to
+## the user's FIFO, the reply stream in step with the frames; then lets the forwarder answer for
+## the request that was cut short.
+function recover ()
+  s = store ();
+  open_channels ();
+  s = store ();
+  dup2 (s.null_in, 0);
+  dup2 (s.user_out, 1);
+  s.in_cell = false;
+  store (s);
+  resync ();
+  close_all_figures ();
+  send_frame ("forwarder_interrupted", "");
+endfunction
+
+## The interrupt may have come between a frame and its reply, or in the middle of a reply: the
+## replies are skipped up to the one that answers a token never used before.
+function resync ()
+  s = store ();
+  s.resyncs += 1;
+  store (s);
+  token = sprintf ("resync-%d-%d-%d", getpid (), s.resyncs, round (rand () * 1e9));
+  write_frame ("forwarder_sync", token);
+  skip_replies_until (token);
+endfunction
+
+function after_interrupt ()
+  s = store ();
+  if (isempty (s))
+    return;
+  endif
+  s.serving = false;
+  store (s);
+  fflush (stdout);
+  fflush (stderr);
+  if (isfield (s, "prompt_in") && is_open (s.prompt_in))
+    dup2 (s.prompt_in, 0);
+  endif
+  if (isfield (s, "null_out") && is_open (s.null_out))
+    dup2 (s.null_out, 1);
+  endif
+endfunction
+
+## Reads replies until one ends with `token`.
+function skip_replies_until (token)
+  s = store ();
+  window = "";
+  while (true)
+    [byte, count] = fread (s.replies, 1, "uint8=>char");
+    if (count == 0)
+      lost_forwarder ();
+    endif
+    window = [window, byte];
+    if (numel (window) > numel (token))
+      window = window(end - numel (token) + 1:end);
+    endif
+    if (strcmp (window, token))
+      return;
+    endif
+  endwhile
+endfunction
+
+function setup_session ()
+  ## Paging would hold output back, and the prompts are the forwarder's business.
+  more ("off");
+  PS1 ("");
+  PS2 ("");
+  ## Without a display only gnuplot can draw; figures are drawn off screen and printed to PNG.
+  warning ("off", "Octave:gnuplot-graphics");
+  warning ("off", "Octave:shadowed-function");
+  warning ("off", "print:nogs");
+  if (any (strcmp (available_graphics_toolkits (), "gnuplot")))
+    graphics_toolkit ("gnuplot");
+  endif
+  set (0, "defaultfigurevisible", "off");
+  ## The interpreter starts in the driver's folder; cells run in the kernel's working directory.
+  unsetenv ("CELLGATE_DRIVER_DIR");
+endfunction
+
+## ---------------------------------------------------------------------------------------------
+## Frames.
+
+function write_frame (kind, body)
+  s = store ();
+  fwrite (s.frames, [sprintf("%s %d\n", kind, numel (body)), body], "uint8");
+  if (fflush (s.frames) != 0)
+    lost_forwarder ();
+  endif
+endfunction
+
+## Reads one reply frame of the forwarder: the header a byte at a time, since nothing may be
+## read beyond the frame.
+function [kind, body] = read_reply ()
+  s = store ();
+  header = blanks (0);
+  while (true)
+    [byte, count] = fread (s.replies, 1, "uint8=>char");
+    if (count == 0)
+      lost_forwarder ();
+    endif
+    if (byte == "\n")
+      break;
+    endif
+    header(end + 1) = byte;
+  endwhile
+  parts = strsplit (header, " ");
+  kind = parts{1};
+  body_length = str2double (parts{2});
+  body = blanks (0);
+  if (body_length > 0)
+    [body, count] = fread (s.replies, [1, body_length], "uint8=>char");
+    if (count != body_length)
+      lost_forwarder ();
+    endif
+  endif
+endfunction
+
+## Sends one frame and waits until the forwarder has passed it on to the runner.
+function send_frame (kind, body)
+  write_frame (kind, body);
+  read_reply ();
+endfunction
+
+function send_json (kind, payload)
+  send_frame (kind, jsonencode (payload));
+endfunction
+
+function log_message (text)
+  send_frame ("log", text);
+endfunction
+
+function lost_forwarder ()
+  ## The forwarder only goes away with the runner: nobody is left to report to.
+  quit (0, "force");
+endfunction
+
+## The next command from the runner, taken from the forwarder.
+function [kind, body] = next_command ()
+  write_frame ("forwarder_next", "");
+  [kind, body] = read_reply ();
+  send_frame ("forwarder_taken", "");
+endfunction
+
+## ---------------------------------------------------------------------------------------------
+## The main loop.
+
+function serve ()
+  s = store ();
+  s.serving = true;
+  store (s);
+  while (true)
+    [kind, body] = next_command ();
+    try
+      dispatch (kind, body);
+    catch problem
+      ## A bug in the driver must not end the kernel.
+      log_message (sprintf ("driver error handling %s: %s", kind, problem.message));
+    end_try_catch
+  endwhile
+endfunction
+
+function dispatch (kind, body)
+  switch (kind)
+    case "execute"
+      execute (body);
+    case "complete"
+      answer ("complete_reply", @complete, body,
+              struct ("matches", {{}}, "cursor_start", 0, "cursor_end", 0,
+                      "metadata", struct ()));
+    case "is_complete"
+      answer ("is_complete_reply", @is_complete, body, struct ("status", "unknown"));
+    case "inspect"
+      answer ("inspect_reply", @inspect, body,
+              struct ("found", false, "data", struct (), "metadata", struct ()));
+    case "shutdown"
+      close_all_figures ();
+      quit (0, "force");
+    case {"input_reply", "input_abort"}
+      ## The answer to an input() that was interrupted before the answer came.
+    otherwise
+      log_message (sprintf ("ignored unknown command %s", kind));
+  endswitch
+endfunction
+
+function answer (reply_kind, compute, body, fallback)
+  try
+    reply = compute (jsondecode (body));
+  catch problem
+    log_message (sprintf ("%s failed: %s", reply_kind, problem.message));
+    reply = fallback;
+  end_try_catch
+  send_json (reply_kind, reply);
+endfunction
+
+## ---------------------------------------------------------------------------------------------
+## Running cells.
+
+function execute (code)
+  s = store ();
+  s.cell_count += 1;
+  s.in_cell = true;
+  store (s);
+  problem = run_code (code);
+  fflush (stdout);
+  fflush (stderr);
+  ## A cell may have closed the driver's files (`fclose all`).
+  open_channels ();
+  figure_problem = send_figures ();
+  if (isempty (problem))
+    problem = figure_problem;
+  endif
+  if (! isempty (problem))
+    send_json ("error", problem);
+  endif
+  s = store ();
+  s.in_cell = false;
+  store (s);
+  if (isempty (problem))
+    send_json ("done", struct ("status", "ok"));
+  else
+    send_json ("done", struct ("status", "error"));
+  endif
+endfunction
+
+## Runs a cell in the base workspace; returns the error event's payload, or [] when it ran
+## through.
+function payload = run_code (code)
+  payload = [];
+  ## Octave's parser only knows "\n" as a line end.
+  code = strrep (strrep (code, "\r\n", "\n"), "\r", "\n");
+  try
+    evalin ("base", code);
+  catch problem
+    payload = error_payload (problem);
+  end_try_catch
+endfunction
+
+function payload = error_payload (problem)
+  s = store ();
+  ename = problem.identifier;
+  if (isempty (ename))
+    ename = "error";
+  endif
+  message = problem.message;
+  traceback = strsplit (["error: " message], "\n");
+  frames = {};
+  for frame = problem.stack(:)'
+    ## The driver's own frames are not the user's business.
+    if (strcmp (frame.file, s.driver_file) || strncmp (frame.name, "__cellgate_driver__", 19))
+      continue;
+    endif
+    if (frame.line > 0)
+      frames{end + 1} = sprintf ("    %s at line %d column %d", frame.name, frame.line,
+                                 frame.column);
+    else
+      frames{end + 1} = sprintf ("    %s", frame.name);
+    endif
+  endfor
+  if (! isempty (frames))
+    traceback = [traceback, {"error: called from"}, frames];
+  endif
+  payload = struct ("ename", ename, "evalue", message, "traceback", {traceback});
+endfunction
+
+## ---------------------------------------------------------------------------------------------
+## Figures.
+
+## Sends every figure that is open as a PNG image and closes it. Figures are closed after
+## every cell, so those that are open were drawn by the cell. Returns an error payload if
+## drawing one failed, else [].
+function payload = send_figures ()
+  payload = [];
+  figures = sort (findall (0, "type", "figure"));
+  for handle = figures(:)'
+    try
+      position = get (handle, "position");
+      file = [tempname() ".png"];
+      print (handle, "-dpngcairo", file, sprintf ("-S%d,%d", round (position(3)),
+                                                  round (position(4))));
+      fid = fopen (file, "r");
+      bytes = fread (fid, Inf, "uint8=>uint8");
+      fclose (fid);
+      unlink (file);
+      ## MIME types are not valid names in struct(), but dynamic field names may be anything.
+      data = struct ();
+      data.("image/png") = matlab.net.base64encode (bytes');
+      data.("text/plain") = "<plot>";
+      send_json ("display", struct ("data", data, "metadata", struct ()));
+    catch problem
+      if (isempty (payload))
+        payload = error_payload (problem);
+      endif
+    end_try_catch
+  endfor
+  close_all_figures ();
+endfunction
+
+function close_all_figures ()
+  try
+    close ("all", "hidden");
+  catch
+  end_try_catch
+endfunction
+
+## ---------------------------------------------------------------------------------------------
+## input(): asks the frontend.
+
+function text = request_input (prompt)
+  s = store ();
+  if (! isfield (s, "in_cell") || ! s.in_cell)
+    error ("Octave:no-input", "input: no frontend is waiting for input");
+  endif
+  fflush (stdout);
+  fflush (stderr);
+  send_json ("input_request", struct ("prompt", prompt, "password", false));
+  while (true)
+    [kind, body] = next_command ();
+    switch (kind)
+      case "input_reply"
+        text = body;
+        return;
+      case "input_abort"
+        error ("Octave:no-input", "input: the frontend has no stdin");
+      case "execute"
+        log_message ("ignored an execute command while a cell waits for input");
+      otherwise
+        dispatch (kind, body);
+    endswitch
+  endwhile
+endfunction
+
+## ---------------------------------------------------------------------------------------------
+## Completion, completeness and inspection.
+
+## Octave's strings are UTF-8 bytes, the protocol's cursor counts code points: the byte offset
+## of code point `cursor`.
+function offset = byte_offset (code, cursor)
+  starts = find (bitand (uint8 (code), 192) != 128);
+  if (cursor >= numel (starts))
+    offset = numel (code);
+  else
+    offset = starts(cursor + 1) - 1;
+  endif
+endfunction
+
+function count = code_points (text)
+  count = sum (bitand (uint8 (text), 192) != 128);
+endfunction
+
+function cursor = clamp_cursor (request, code)
+  cursor = code_points (code);
+  if (isfield (request, "cursor_pos") && isnumeric (request.cursor_pos)
+      && isscalar (request.cursor_pos) && request.cursor_pos >= 0
+      && request.cursor_pos <= cursor)
+    cursor = request.cursor_pos;
+  endif
+endfunction
+
+function reply = complete (request)
+  code = request_code (request);
+  cursor = clamp_cursor (request, code);
+  before = code(1:byte_offset (code, cursor));
+  token = regexp (before, '[A-Za-z_][A-Za-z0-9_.]*$', "match", "once");
+  matches = {};
+  if (! isempty (token))
+    found = evalin ("base", sprintf ("completion_matches ('%s')", token));
+    matches = unique (cellstr (found))';
+    matches = matches(! cellfun (@isempty, matches));
+  endif
+  reply = struct ("matches", {matches}, "cursor_start", cursor - code_points (token),
+                  "cursor_end", cursor, "metadata", struct ());
+endfunction
+
+function code = request_code (request)
+  code = "";
+  if (isfield (request, "code") && ischar (request.code))
+    code = request.code;
+  endif
+endfunction
+
+## Octave's parser cannot be asked whether input is complete, so blocks, brackets, strings and
+## continuation lines are counted instead, the way a console decides whether to read on.
+function reply = is_complete (request)
+  code = strrep (request_code (request), "\r", "");
+  if (isempty (strtrim (code)))
+    reply = struct ("status", "complete");
+    return;
+  endif
+  depth = 0;
+  brackets = 0;
+  continued = false;
+  lines = strsplit (code, "\n");
+  for i = 1:numel (lines)
+    [line, open_string] = strip_strings_and_comments (lines{i});
+    if (open_string)
+      reply = struct ("status", "invalid");
+      return;
+    endif
+    continued = ! isempty (regexp (line, '(\.\.\.|\\)\s*$', "once"));
+    brackets += numel (strfind (line, "(")) + numel (strfind (line, "["))
+                + numel (strfind (line, "{")) - numel (strfind (line, ")"))
+                - numel (strfind (line, "]")) - numel (strfind (line, "}"));
+    words = regexp (line, '(?<![\w.])[A-Za-z_]\w*', "match");
+    depth += sum (ismember (words, {"if", "for", "parfor", "while", "switch", "try", "do", ...
+                                    "function", "unwind_protect", "classdef", "methods", ...
+                                    "properties", "events", "enumeration"}));
+    depth -= sum (ismember (words, {"end", "endif", "endfor", "endparfor", "endwhile", ...
+                                    "endswitch", "end_try_catch", "until", "endfunction", ...
+                                    "end_unwind_protect", "endclassdef", "endmethods", ...
+                                    "endproperties", "endevents", "endenumeration"}));
+  endfor
+  if (brackets < 0)
+    reply = struct ("status", "invalid");
+  elseif (depth > 0 || brackets > 0 || continued)
+    last = lines{end};
+    indent = regexp (last, '^\s*', "match", "once");
+    if (depth > 0)
+      indent = [indent "  "];
+    endif
+    reply = struct ("status", "incomplete", "indent", indent);
+  else
+    reply = struct ("status", "complete");
+  endif
+endfunction
+
+## The line without string literals and comments, for counting keywords and brackets. An
+## apostrophe is a transpose after a name, a closing bracket, a number or another quote.
+function [result, open_string] = strip_strings_and_comments (line)
+  result = blanks (0);
+  open_string = false;
+  i = 1;
+  n = numel (line);
+  while (i <= n)
+    c = line(i);
+    if (c == "%" || c == "#")
+      break;
+    elseif (c == '"' || (c == "'" && ! is_transpose (line, i)))
+      closing = i + 1;
+      while (closing <= n)
+        if (line(closing) == c)
+          if (closing < n && line(closing + 1) == c)
+            closing += 2;
+            continue;
+          endif
+          break;
+        elseif (c == '"' && line(closing) == "\\")
+          closing += 1;
+        endif
+        closing += 1;
+      endwhile
+      if (closing > n)
+        open_string = true;
+        return;
+      endif
+      i = closing + 1;
+      continue;
+    endif
+    result(end + 1) = c;
+    i += 1;
+  endwhile
+endfunction
+
+function transpose = is_transpose (line, i)
+  transpose = i > 1 && ! isempty (regexp (line(i - 1), '[\w.)\]}''"]', "once"));
+endfunction
+
+function reply = inspect (request)
+  code = request_code (request);
+  cursor = clamp_cursor (request, code);
+  offset = byte_offset (code, cursor);
+  left = regexp (code(1:offset), '[A-Za-z_][A-Za-z0-9_.]*$', "match", "once");
+  right = regexp (code(offset + 1:end), '^[A-Za-z0-9_]*', "match", "once");
+  name = [left right];
+  reply = struct ("found", false, "data", struct (), "metadata", struct ());
+  if (isempty (name))
+    return;
+  endif
+  text = "";
+  if (evalin ("base", sprintf ("exist ('%s', 'var')", name)) == 1)
+    text = evalin ("base", sprintf ("evalc ('display (%s)')", name));
+  elseif (any (exist (name) == [2, 3, 5, 103]))
+    text = evalc (sprintf ("help ('%s')", name));
+  endif
+  if (! isempty (strtrim (text)))
+    data = struct ();
+    data.("text/plain") = strtrim (text);
+    reply = struct ("found", true, "data", data, "metadata", struct ());
+  endif
+endfunction
