@@ -153,6 +153,40 @@ async fn bash_in_a_container() {
 }
 
 #[tokio::test]
+async fn php_in_a_container() {
+    check_language(&LanguageCase {
+        kernel: "php",
+        image: "php",
+        define: "$kept = 41;",
+        print_both: "echo \"out\\n\"; fwrite(STDERR, \"err\\n\");",
+        stdout: "out",
+        stderr: "err",
+        fail: "throw new RuntimeException('broken');",
+        spin: "echo \"spin\\n\"; while (true) {}",
+        read_back: "echo $kept + 1;",
+        read_back_output: "42",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ruby_in_a_container() {
+    check_language(&LanguageCase {
+        kernel: "ruby",
+        image: "ruby",
+        define: "kept = 41",
+        print_both: "puts 'out'; $stderr.puts 'err'",
+        stdout: "out",
+        stderr: "err",
+        fail: "raise ArgumentError, 'broken'",
+        spin: "puts 'spin'; $stdout.flush; loop {}",
+        read_back: "kept + 1",
+        read_back_output: "42",
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn python_plots_arrive_as_png_from_a_container() {
     let Some(_server) = docker_server(&["python"]).await else {
         return;

@@ -385,50 +385,44 @@ __cg_watch_interrupts() {
 }
 
 # Runs in the watcher on every SIGINT. During a cell, it writes the cell's number into the
-# `interrupted` file and sends SIGURG to the shell, then waits until the shell reports that the
-# cell stops (in the `cell-state` file). If the shell is still busy half a second later although
-# the programs that got the SIGINT have exited, it is waiting for a program it started since,
-# which must be interrupted too; programs that ignore SIGINT (background jobs, helpers) are not
-# counted.
+# `interrupted` file and sends SIGURG to the shell, then checks every tenth of a second, until
+# the shell reports (in the `cell-state` file) that the cell stops, whether the shell is waiting
+# for a program it started after the interrupt: a child that would have died of the SIGINT
+# (one that neither ignores nor catches it) but is alive. Such a program is interrupted too.
+# Programs that catch SIGINT are left to finish their own handling.
 __cg_note_interrupt() {
-    local TMOUT= state cell now pid waited=0
-    local -a before=() after=()
+    local TMOUT= state cell now
+    local -a late=()
     IFS=' ' builtin read -r state cell < "$__cg_dir/cell-state"
     [[ $state == running ]] || return 0
     builtin printf '%s\n' "$cell" >| "$__cg_dir/interrupted"
     builtin kill -URG "$__cg_pid" 2>/dev/null
-    __cg_interruptible_children before
     while :; do
         # A read from a FIFO nobody writes to is a pause that needs no process.
-        builtin read -r -t 0.05 -u "$__cg_pause_fd" now
+        builtin read -r -t 0.1 -u "$__cg_pause_fd" now
         IFS=' ' builtin read -r state now < "$__cg_dir/cell-state"
         [[ $state == running && $now == "$cell" ]] || return 0
-        (( ++waited % 10 )) && continue
-        for pid in "${before[@]}"; do
-            [[ -e /proc/$pid ]] && continue 2
-        done
-        __cg_interruptible_children after
-        (( ${#after[@]} )) && builtin kill -INT "${after[@]}" 2>/dev/null
-        before+=("${after[@]}")
+        __cg_late_children late
+        (( ${#late[@]} )) && builtin kill -INT "${late[@]}" 2>/dev/null
     done
 }
 
-# Sets the array named NAME to the shell's child processes that do not ignore SIGINT, leaving
-# out the watcher itself. Without /proc/PID/task/PID/children the list stays empty.
-__cg_interruptible_children() {
+# Sets the array named NAME to the shell's child processes whose SIGINT disposition is the
+# default one (read from /proc; without /proc/PID/task/PID/children the list stays empty).
+__cg_late_children() {
     local -n __cg_children=$1
-    local IFS=' ' list= pid key value
+    local IFS=' ' list= pid key value mask
     __cg_children=()
     [[ -r /proc/$__cg_pid/task/$__cg_pid/children ]] || return 0
     builtin read -r list < "/proc/$__cg_pid/task/$__cg_pid/children"
     for pid in $list; do
-        [[ $pid == "$BASHPID" ]] && continue
-        value=0
+        mask=0
         while IFS=$': \t' builtin read -r key value; do
-            [[ $key == SigIgn ]] && break
+            case $key in
+                SigIgn | SigCgt) [[ $value == +([[:xdigit:]]) ]] && mask=$(( mask | 16#$value )) ;;
+            esac
         done < "/proc/$pid/status" 2>/dev/null
-        [[ $value == +([[:xdigit:]]) ]] && (( 16#$value & 2 )) && continue
-        __cg_children+=("$pid")
+        (( mask & 2 )) || __cg_children+=("$pid")
     done
 }
 

@@ -196,8 +196,13 @@ public final class CellgateDriver {
      * always speak UTF-8, whatever the locale says; and close() only flushes. A cell calling
      * System.out.close() must not silence every later cell, nor close fd 1, which child processes
      * and the driver's fence markers still need.
+     *
+     * println writes its text and the line end together. PrintStream only does that for its own
+     * class, not for subclasses, and a line cut in two costs two system calls and two frames.
      */
     static final class UserPrintStream extends PrintStream {
+        private static final String LINE_END = System.lineSeparator();
+
         UserPrintStream(FileDescriptor descriptor) {
             super(new FileOutputStream(descriptor), true, StandardCharsets.UTF_8);
         }
@@ -205,6 +210,56 @@ public final class CellgateDriver {
         @Override
         public void close() {
             flush();
+        }
+
+        @Override
+        public void println() {
+            print(LINE_END);
+        }
+
+        @Override
+        public void println(boolean x) {
+            print(x + LINE_END);
+        }
+
+        @Override
+        public void println(char x) {
+            print(x + LINE_END);
+        }
+
+        @Override
+        public void println(int x) {
+            print(x + LINE_END);
+        }
+
+        @Override
+        public void println(long x) {
+            print(x + LINE_END);
+        }
+
+        @Override
+        public void println(float x) {
+            print(x + LINE_END);
+        }
+
+        @Override
+        public void println(double x) {
+            print(x + LINE_END);
+        }
+
+        @Override
+        public void println(char[] x) {
+            print(new String(x) + LINE_END);
+        }
+
+        @Override
+        public void println(String x) {
+            print(x + LINE_END);
+        }
+
+        @Override
+        public void println(Object x) {
+            print(String.valueOf(x) + LINE_END);
         }
     }
 
@@ -411,6 +466,8 @@ public final class CellgateDriver {
         private final Events events;
         private final Fences fences;
         private byte[] carry = new byte[0];
+        /** Output that came before the first marker, for the runner's log. */
+        private final ByteArrayOutputStream startupOutput = new ByteArrayOutputStream();
         /** The highest marker this pump has read; guarded by the Fences object. */
         long seen;
         /** When the pump last started to wait for data, or 0 while it is not waiting. */
@@ -486,6 +543,11 @@ public final class CellgateDriver {
                 forward(bytes, start, at);
                 long number = Long.parseLong(new String(bytes, digits, end - digits,
                     StandardCharsets.US_ASCII));
+                if (startupOutput.size() > 0) {
+                    diagnostics.say("the JVM wrote to " + kind + " while starting:\n"
+                        + startupOutput.toString(StandardCharsets.UTF_8).trim());
+                    startupOutput.reset();
+                }
                 fences.passed(this, number);
                 start = end + 1;
                 from = start;
@@ -514,9 +576,8 @@ public final class CellgateDriver {
             }
             if (started) {
                 events.send(kind, slice(bytes, from, to));
-            } else {
-                diagnostics.say("start-up output on " + kind + ": "
-                    + new String(bytes, from, to - from, StandardCharsets.UTF_8).trim());
+            } else if (startupOutput.size() < READ_CHUNK) {
+                startupOutput.write(bytes, from, Math.min(to - from, READ_CHUNK));
             }
         }
 
@@ -955,6 +1016,16 @@ public final class CellgateDriver {
         /** Whether the running cell was interrupted; guarded by `cellLock`. */
         private boolean interrupted;
         private final SignalHandler sigintHandler = signal -> onSigint();
+        /** Counts the driver's SIGWINCH barriers; see settleSignals(). */
+        private final Object barrierLock = new Object();
+        private long barriersRaised;
+        private long barriersPassed;
+        private final SignalHandler barrierHandler = signal -> {
+            synchronized (barrierLock) {
+                barriersPassed++;
+                barrierLock.notifyAll();
+            }
+        };
         private Events events;
         private PrintStream userOut;
         private PrintStream userErr;
@@ -966,7 +1037,7 @@ public final class CellgateDriver {
             setUpChannels();
             ExitGuard.install();
             startShell();
-            Signal.handle(new Signal("INT"), sigintHandler);
+            installSignalHandlers();
             // Everything the JVM printed while starting is now in the runner's log; from here on,
             // output is the user's.
             fences.fence(System.out, System.err);
@@ -1111,17 +1182,24 @@ public final class CellgateDriver {
          */
         private void answer(Frame frame, String replyKind, Request compute) {
             Map<String, Object> reply;
+            Object request;
             try {
-                Object request = Json.parse(frame.text());
-                if (!(request instanceof Map)) {
-                    throw new IllegalArgumentException("the request is not a JSON object");
-                }
+                request = Json.parse(frame.text());
+            } catch (IllegalArgumentException malformed) {
+                request = null;
+            }
+            if (!(request instanceof Map)) {
+                diagnostics.say("the body of a " + frame.kind + " command is not a JSON object");
+                reply = fallbackReply(replyKind, frame);
+            } else {
                 @SuppressWarnings("unchecked")
                 Map<String, Object> fields = (Map<String, Object>) request;
-                reply = compute.answer(fields);
-            } catch (RuntimeException | Error problem) {
-                diagnostics.report(replyKind + " failed", problem);
-                reply = fallbackReply(replyKind, frame);
+                try {
+                    reply = compute.answer(fields);
+                } catch (RuntimeException | Error problem) {
+                    diagnostics.report(replyKind + " failed", problem);
+                    reply = fallbackReply(replyKind, frame);
+                }
             }
             events.sendJson(replyKind, reply);
         }
@@ -1169,6 +1247,63 @@ public final class CellgateDriver {
             execution.requestStop();
         }
 
+        private void installSignalHandlers() {
+            Signal.handle(new Signal("INT"), sigintHandler);
+            try {
+                Signal.handle(new Signal("WINCH"), barrierHandler);
+            } catch (IllegalArgumentException unavailable) {
+                // Without the barrier signal, settleSignals() has nothing to wait for.
+            }
+        }
+
+        /**
+         * Returns once the handler has run for every SIGINT that reached the process before the
+         * call.
+         *
+         * The JVM's signal dispatcher takes pending signals one at a time, lowest number first,
+         * and starts a new thread for each handler. So the driver raises SIGWINCH (28) and waits
+         * for its handler: by then the dispatcher has started the handler thread of any earlier
+         * SIGINT (2), and joining the live "SIGINT handler" threads finishes the job. It all takes
+         * well under a millisecond, and is bounded in case a signal is lost.
+         */
+        private void settleSignals() {
+            long target;
+            synchronized (barrierLock) {
+                target = ++barriersRaised;
+            }
+            try {
+                Signal.raise(new Signal("WINCH"));
+            } catch (IllegalArgumentException unavailable) {
+                return;
+            }
+            long deadline = System.nanoTime() + 200_000_000L;
+            synchronized (barrierLock) {
+                long left;
+                while (barriersPassed < target && (left = deadline - System.nanoTime()) > 0) {
+                    try {
+                        barrierLock.wait(Math.max(1, left / 1_000_000));
+                    } catch (InterruptedException ignored) {
+                        return;
+                    }
+                }
+            }
+            ThreadGroup root = Thread.currentThread().getThreadGroup();
+            while (root.getParent() != null) {
+                root = root.getParent();
+            }
+            Thread[] threads = new Thread[root.activeCount() + 16];
+            int count = root.enumerate(threads, true);
+            for (int i = 0; i < count; i++) {
+                if (threads[i].getName().equals("SIGINT handler")) {
+                    try {
+                        threads[i].join(200);
+                    } catch (InterruptedException ignored) {
+                        return;
+                    }
+                }
+            }
+        }
+
         private boolean interruptRequested() {
             synchronized (cellLock) {
                 return interrupted;
@@ -1202,12 +1337,12 @@ public final class CellgateDriver {
             }
             // A cell may have installed its own SIGINT handler; between cells the driver's must be
             // in place, or an interrupt while idle could end the kernel.
-            Signal.handle(new Signal("INT"), sigintHandler);
+            installSignalHandlers();
+            // The cell counts as running until its outcome is decided, and an interrupt that
+            // reached the process before then belongs to it: a child process that the same
+            // SIGINT ended may well have let the cell finish before the JVM ran the handler.
+            settleSignals();
             fences.fence(System.out, System.err, userOut, userErr);
-            // The cell counts as running until its outcome is sent. The JVM hands a signal to its
-            // handler on a thread of its own a moment after it arrives; meanwhile a child process
-            // that the same SIGINT ended may already have let the cell finish, and the interrupt
-            // belongs to that cell all the same.
             boolean wasInterrupted;
             synchronized (cellLock) {
                 cellRunning = false;

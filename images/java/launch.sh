@@ -10,11 +10,11 @@
 # (`<>`), which never blocks, and the FIFOs are unlinked before Java starts: the open
 # descriptors keep them alive and nothing is left behind in the temporary directory.
 #
-# The driver's classes are compiled when the image is built and then sit next to this script.
-# Elsewhere (the runner's process backend installs only the source) they are compiled once into
-# a cache directory named after a checksum of the source and the JDK, and reused afterwards.
-# Until then, or where nothing can be written, Java's source-file mode runs the source directly,
-# which costs a second or so of compilation at every start.
+# The driver's classes are compiled when the image is built and then sit next to this script in
+# cellgate-driver.jar. Elsewhere (the runner's process backend installs only the source) they
+# are compiled once into a cache directory named after a checksum of the source and the JDK, and
+# reused afterwards. Where nothing can be written, Java's source-file mode runs the source
+# directly, which costs a second or so of compilation at every start.
 #
 # CELLGATE_JAVA_OPTIONS, when set, adds options for the JVM (a heap limit, for instance).
 set -eu
@@ -36,11 +36,11 @@ javac=$java_home/bin/javac
 
 source_file=$here/CellgateDriver.java
 
-# Prints the folder holding compiled classes of the driver, compiling them if need be; fails if
-# they cannot be had. Whatever javac says goes to stderr: stdout is the runner's event channel.
+# Prints the class path of the compiled driver, compiling it if need be; fails if it cannot be
+# had. Whatever javac says goes to stderr: stdout is the runner's event channel.
 driver_classes() {
-    if [ -f "$here/CellgateDriver.class" ] && [ ! "$source_file" -nt "$here/CellgateDriver.class" ]; then
-        echo "$here"
+    if [ -f "$here/cellgate-driver.jar" ] && [ ! "$source_file" -nt "$here/cellgate-driver.jar" ]; then
+        echo "$here/cellgate-driver.jar"
         return 0
     fi
     [ -n "$javac" ] || return 1

@@ -5,12 +5,12 @@
 // fds 6 and 7 (see docs/driver-protocol.md for the frames spoken on fds 3 and 4).
 //
 // The process has three threads. The main thread runs the user's cells. A worker thread, the
-// forwarder, owns the event pipe: it reads the FIFOs and forwards the user's output while cells
-// run, and writes every frame the main thread hands it. It lives on its own thread because a
-// cell can keep the main thread busy for as long as it likes, and output must keep flowing
-// meanwhile: otherwise a cell printing more than a pipe holds would block forever on a pipe
-// that nobody drains. A second worker thread, the keeper, takes care of SIGINT (see
-// runKeeper).
+// forwarder, owns the pipes: it reads commands and hands them to the main thread, reads the
+// FIFOs and forwards the user's output while cells run, and writes every frame the main thread
+// hands it. It lives on its own thread because a cell can keep the main thread busy for as long
+// as it likes, and output must keep flowing meanwhile: otherwise a cell printing more than a
+// pipe holds would block forever on a pipe that nobody drains. A second worker thread, the
+// keeper, takes care of SIGINT (see runKeeper).
 //
 // Cells are evaluated through V8's inspector in "REPL mode", the mode developer consoles use: it
 // gives top-level `await`, lets `let`, `const` and `class` declarations be redeclared by later
@@ -34,7 +34,8 @@ const SHARED = {
   // The running cell and its phase, packed into one number (`cell * 4 + phase`) so that the
   // keeper reads both at once.
   state: 0,
-  // 1 while the main thread is inside a cell's guarded run, so its SIGINT watchdog is armed.
+  // 1 while a cell's guarded run is in progress, up to its fence: the cell's SIGINT watchdog
+  // is armed and must stay the most recent one.
   mainGuarded: 1,
   // 1 while the keeper is arming a watchdog of its own (see enterGuard in runKeeper).
   keeperEntering: 2,
@@ -66,7 +67,7 @@ const MAX_HEADER_LEN = 64;
 let diagnosticsFd = FD.diagnostics;
 
 // ---------------------------------------------------------------------------------------------
-// Helpers shared by both threads.
+// Helpers shared by all threads.
 
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 
@@ -382,9 +383,9 @@ function runForwarder() {
 // (a busy loop after an `await`), so the keeper terminates that JavaScript execution through the
 // main thread's inspector, the way a developer console's "stop" button does.
 //
-// The keeper's guarded runs come in two levels: an outer run for the thread's whole life and
-// inner runs inside it that do the waiting. A signal ends only the inner run, while the outer
-// one keeps the watchdog armed, so there is no moment without one.
+// The keeper's guarded runs are nested three deep, so that a signal always ends an inner run
+// while an outer one keeps the watchdog armed: a base run for the thread's whole life, inside
+// it a run that handles signals, and inside that the runs that wait.
 //
 // A cell's watchdog must also be out of the way before its synchronous part hands back to the
 // inspector: V8 aborts the whole process if execution is terminated while the inspector sets up
@@ -406,26 +407,37 @@ function runKeeper() {
   let mainSession = null;
 
   const hooks = {
-    outer() {
-      Atomics.store(shared, SHARED.keeperEntering, 0);
-      Atomics.notify(shared, SHARED.keeperEntering);
+    base() {
+      entered();
       if (Atomics.exchange(shared, SHARED.keeperUp, 1) === 0) {
         Atomics.notify(shared, SHARED.keeperUp);
         parentPort.postMessage({ up: true });
       }
+      for (;;) if (guarded(serving)) pendingSignals++;
+    },
+    serve() {
+      entered();
       serve();
     },
-    inner() {
-      Atomics.store(shared, SHARED.keeperEntering, 0);
-      Atomics.notify(shared, SHARED.keeperEntering);
+    wait() {
+      entered();
       Atomics.add(shared, SHARED.keeperArmed, 1);
       Atomics.notify(shared, SHARED.keeperArmed);
       Atomics.wait(shared, ...innerWait);
     },
   };
   Object.defineProperty(globalThis, Symbol.for('cellgate.keeper'), { value: hooks });
-  const outer = new vm.Script('globalThis[Symbol.for("cellgate.keeper")].outer()', { filename: 'cellgate-keeper' });
-  const inner = new vm.Script('globalThis[Symbol.for("cellgate.keeper")].inner()', { filename: 'cellgate-keeper' });
+  const script = (hook) =>
+    new vm.Script(`globalThis[Symbol.for("cellgate.keeper")].${hook}()`, { filename: 'cellgate-keeper' });
+  const base = script('base');
+  const serving = script('serve');
+  const waiting = script('wait');
+
+  // Called first thing inside each guarded run: its watchdog is armed now.
+  function entered() {
+    Atomics.store(shared, SHARED.keeperEntering, 0);
+    Atomics.notify(shared, SHARED.keeperEntering);
+  }
 
   // The keeper must never arm a watchdog while a cell's guarded run is in progress, before its
   // fence: its own would then be the most recent one and take the cell's SIGINTs. It waits for
@@ -469,10 +481,10 @@ function runKeeper() {
   // Waits like Atomics.wait, inside an inner guarded run; true if a SIGINT ended the wait.
   function waitGuarded(slot, value, timeout) {
     innerWait = [slot, value, timeout];
-    return guarded(inner);
+    return guarded(waiting);
   }
 
-  // The outer run's body: wait for signals, and arm again whenever a fence asks.
+  // The handling run's body: wait for signals, and arm again whenever a fence asks.
   function serve() {
     for (;;) {
       while (pendingSignals > 0) {
@@ -495,8 +507,8 @@ function runKeeper() {
   }
 
   // A signal that reached the keeper although a cell's guarded run is in progress: the keeper
-  // armed its watchdog just before that run began. Its watchdog is out of the way now, so
-  // sending the signal again reaches the cell's.
+  // armed its watchdog just before that run began. Its waiting run has ended, and its other
+  // runs are older than the cell's, so sending the signal again reaches the cell's watchdog.
   function handOn(state) {
     if (reraised.state === state && reraised.count >= 10) return;
     reraised = { state, count: reraised.state === state ? reraised.count + 1 : 1 };
@@ -548,7 +560,7 @@ function runKeeper() {
 
   for (;;) {
     try {
-      if (guarded(outer)) pendingSignals++;
+      if (guarded(base)) pendingSignals++;
     } catch (error) {
       diagnose(`the keeper's guarded run failed: ${error.stack || error}`);
       sleep(100);
@@ -603,7 +615,13 @@ function runDriver() {
   const stderrReaderFd = reopen(FD.stderrReader, O_RDONLY);
   diagnosticsFd = reopen(FD.diagnostics, O_WRONLY);
 
-  // The keeper starts first: it must be running before the first SIGINT can be survived.
+  // Until the keeper runs, this listener has libuv catch SIGINT, which would otherwise end the
+  // process; no cell runs before the keeper does (see execute()). It must come first: the
+  // watchdog's signal handler, once the keeper arms it, has to be the one installed last.
+  function ignoreSigint() {}
+  process.on('SIGINT', ignoreSigint);
+
+  // The keeper starts early, so that it boots while the main thread sets up.
   const shared = new Int32Array(new SharedArrayBuffer(SHARED.length * 4));
   const keeper = new Worker(__filename, {
     workerData: { role: 'keeper', shared: shared.buffer, diagnosticsFd },
@@ -620,11 +638,6 @@ function runDriver() {
     interrupt(message.interrupt);
   });
   keeper.unref();
-
-  // Until the keeper runs, this listener has libuv catch SIGINT, which would otherwise end the
-  // process; no cell runs before the keeper does (see execute()).
-  function ignoreSigint() {}
-  process.on('SIGINT', ignoreSigint);
 
   // Nothing in this process may start libuv's SIGINT handling: libuv would install its own
   // signal handler over the watchdog's, and vm removes SIGINT listeners around every guarded

@@ -3,8 +3,10 @@
 ## launch.sh starts Octave with the forwarder (forward.pl) beside it: fd 4 carries the driver's
 ## frames to the forwarder, fd 8 the forwarder's replies, fd 5 is the runner's stderr, and the
 ## user's fds 1 and 2 are FIFOs that the forwarder reads and passes on as output while cells
-## run (docs/driver-protocol.md describes the frames). The driver asks the forwarder for each
-## command instead of reading the runner's pipe itself, for the reason below.
+## run (docs/driver-protocol.md describes the frames). Fd 0 is the interpreter's prompt input,
+## and fds 3 and 9 keep copies of it and of the stdout FIFO, since fds 0 and 1 are pointed
+## elsewhere at times. The driver asks the forwarder for each command instead of reading the
+## runner's pipe itself, for the reason below.
 ##
 ## Octave cannot catch an interrupt: it unwinds every function call up to the interpreter's
 ## prompt. The driver therefore runs under the prompt of an interactive Octave, and the prompt's
@@ -118,10 +120,10 @@ function open_channels ()
   s.diagnostics = reopen (s, "diagnostics", "/dev/fd/5", "a");
   s.null_in = reopen (s, "null_in", "/dev/null", "r");
   s.null_out = reopen (s, "null_out", "/dev/null", "w");
-  ## The prompt's input, and the FIFO the user's output goes to, as they are when Octave starts;
-  ## fds 0 and 1 are pointed elsewhere while the prompt is not reading.
-  s.prompt_in = reopen (s, "prompt_in", "/dev/fd/0", "r");
-  s.user_out = reopen (s, "user_out", "/dev/fd/1", "w");
+  ## The prompt's input and the FIFO the user's output goes to: fd 0 reads from /dev/null
+  ## except while the prompt reads, and fd 1 writes to /dev/null while the prompt writes.
+  s.prompt_in = reopen (s, "prompt_in", "/dev/fd/3", "r");
+  s.user_out = reopen (s, "user_out", "/dev/fd/9", "w");
   if (any ([s.frames, s.replies, s.null_in, s.null_out, s.prompt_in, s.user_out] < 0))
     fprintf (stderr, "cellgate-octave: the driver's descriptors are not set up\n");
     quit (2, "force");
@@ -279,10 +281,13 @@ function lost_forwarder ()
   quit (0, "force");
 endfunction
 
-## The next command from the runner, taken from the forwarder.
+## The next command from the runner, taken from the forwarder. The forwarder wakes the driver
+## up when a SIGINT arrives meanwhile, so that the interrupt takes effect.
 function [kind, body] = next_command ()
-  write_frame ("forwarder_next", "");
-  [kind, body] = read_reply ();
+  do
+    write_frame ("forwarder_next", "");
+    [kind, body] = read_reply ();
+  until (! strcmp (kind, "forwarder_wakeup"))
   send_frame ("forwarder_taken", "");
 endfunction
 
@@ -542,9 +547,7 @@ function reply = is_complete (request)
       return;
     endif
     continued = ! isempty (regexp (line, '(\.\.\.|\\)\s*$', "once"));
-    brackets += numel (strfind (line, "(")) + numel (strfind (line, "["))
-                + numel (strfind (line, "{")) - numel (strfind (line, ")"))
-                - numel (strfind (line, "]")) - numel (strfind (line, "}"));
+    brackets += sum (ismember (line, "([{")) - sum (ismember (line, ")]}"));
     words = regexp (line, '(?<![\w.])[A-Za-z_]\w*', "match");
     depth += sum (ismember (words, {"if", "for", "parfor", "while", "switch", "try", "do", ...
                                     "function", "unwind_protect", "classdef", "methods", ...

@@ -2512,6 +2512,7 @@ namespace Cellgate {
             }
             fclose($pair[1]);
             $report = '';
+            $interrupted = false;
             while (!feof($pair[0])) {
                 $read = [$pair[0]];
                 $write = $except = null;
@@ -2523,31 +2524,32 @@ namespace Cellgate {
                     $report .= $chunk;
                 } elseif (self::$interruptPending) {
                     // An interrupt while an autoloader keeps the child busy.
+                    $interrupted = true;
                     break;
                 }
             }
             fclose($pair[0]);
             posix_kill($child, SIGKILL);
             pcntl_waitpid($child, $status);
+            if ($interrupted || $report === 'ok') {
+                return null;
+            }
             $found = json_decode($report, true);
             if (\is_array($found) && isset($found['message'])) {
                 return self::fatal($found);
             }
-            if (pcntl_wifexited($status)) {
-                // The child always dies by SIGKILL once it has reported; exiting means PHP
-                // ended it before the report. That happens after an earlier fatal error, when
-                // shutdown functions no longer run.
-                $message = 'This cell would end PHP with a fatal error (a compile or declaration error)';
-                return [
-                    'ename' => 'FatalError',
-                    'evalue' => $message,
-                    'traceback' => [
-                        "PHP Fatal error: $message.",
-                        'After an earlier fatal error the kernel cannot say more; restart the kernel.',
-                    ],
-                ];
-            }
-            return null;
+            // The child died without a report: PHP ended it before it could write one. That
+            // happens after an earlier fatal error, when shutdown functions no longer run, or
+            // when compiling the cell crashes PHP outright.
+            $message = 'This cell would end PHP with a fatal error (a compile or declaration error)';
+            return [
+                'ename' => 'FatalError',
+                'evalue' => $message,
+                'traceback' => [
+                    "PHP Fatal error: $message.",
+                    'The kernel cannot say more about it; restart the kernel.',
+                ],
+            ];
         }
 
         /** The lint child: reports what compiling and declaring the cell did, then dies. */
@@ -2574,9 +2576,7 @@ namespace Cellgate {
 
         private static function lintDone(?array $found): never
         {
-            if ($found !== null) {
-                write_fully(self::$lintReport, json($found));
-            }
+            write_fully(self::$lintReport, $found === null ? 'ok' : json($found));
             // Dying by SIGKILL skips destructors and shutdown functions, which belong to the
             // kernel, not to this copy of it.
             posix_kill(getmypid(), SIGKILL);

@@ -35,6 +35,10 @@
 #   forwarder_taken        the driver has read the command completely and starts on it
 #   forwarder_interrupted  the driver was interrupted and has recovered (see below)
 #
+# A SIGINT that arrives while the driver waits for a command is answered with a
+# `forwarder_wakeup` reply: Octave only acts on an interrupt once a blocking read returns, and
+# a cell waiting in input() must stop at once.
+#
 # Command mode (`--commands LINE`) is for Octave, whose interrupts cannot be caught: an
 # interrupt unwinds every function call up to the interpreter's prompt, which the driver runs
 # under, and the prompt then reads LINE (fd 8 keeps it supplied) to call the driver again. The
@@ -73,6 +77,7 @@ use constant LINGER_ROUNDS => 10;
 # How often, when nothing happens, the forwarder checks that the driver still runs. The driver
 # normally ends this process by closing fd 4, but a background child of a cell may hold it.
 use constant IDLE_CHECK_SECONDS => 2;
+use constant INPUT_CHECK_SECONDS => 0.1;
 # What the driver's replacement answers look like, by request.
 my %FALLBACK_REPLY = (
     complete    => ['complete_reply', '{"matches":[],"cursor_start":0,"cursor_end":0,"metadata":{}}'],
@@ -221,6 +226,8 @@ my $runner_buffer = '';
 my $runner_closed = 0;
 # Whether the driver waits for the next command.
 my $driver_waits = 0;
+# The SIGINTs the driver has been woken up for.
+my $interrupts_handled = 0;
 # The requests the driver has taken and not answered yet: a cell, and perhaps a request it
 # answers while the cell waits for input.
 my @answering;
@@ -248,6 +255,14 @@ sub hand_out_command {
     return unless $driver_waits && @commands;
     $driver_waits = 0;
     reply(@{ $commands[0] });
+}
+
+sub wake_driver_for_interrupt {
+    return if $interrupts == $interrupts_handled;
+    $interrupts_handled = $interrupts;
+    return unless $driver_waits;
+    $driver_waits = 0;
+    reply('forwarder_wakeup', '');
 }
 
 # Answers for the driver whatever it was answering when an interrupt stopped it.
@@ -291,8 +306,15 @@ sub handle_request {
 
 # Passes one of the driver's events on; in command mode an answer to a request nobody waits
 # for any more is dropped.
+my $ready_sent = 0;
+
 sub forward_event {
     my ($kind, $body) = @_;
+    # A driver interrupted while it started may announce itself twice.
+    if ($kind eq 'ready') {
+        return if $ready_sent;
+        $ready_sent = 1;
+    }
     if ($command_mode && (my $request = $REPLY_TO{$kind})) {
         my ($index) = grep { $answering[$_] eq $request } reverse 0 .. $#answering;
         if (!defined $index) {
@@ -362,12 +384,16 @@ my $driver_buffer = '';
 top_up_prompt_input() if $prompt_input_open;
 
 while (1) {
+    wake_driver_for_interrupt() if $command_mode;
     my ($readable, $writable) = ('', '');
     vec($readable, $_, 1) = 1 for (STDOUT_READER, STDERR_READER, DRIVER_FRAMES);
     vec($readable, COMMANDS_IN, 1) = 1 if $command_mode && !$runner_closed;
     vec($writable, PROMPT_INPUT, 1) = 1 if $prompt_input_open;
-    my $count = select($readable, $writable, undef,
-                       length $held ? LINGER_SECONDS : IDLE_CHECK_SECONDS);
+    # A SIGINT that lands just before select() is only seen when select() returns, so a cell
+    # waiting for input is looked at often.
+    my $timeout = length $held ? LINGER_SECONDS
+                : ($driver_waits && @answering) ? INPUT_CHECK_SECONDS : IDLE_CHECK_SECONDS;
+    my $count = select($readable, $writable, undef, $timeout);
     if ($count < 0) {
         next if $! == EINTR;
         diagnose("select failed: $!");

@@ -107,8 +107,40 @@ pub static BASH: Language = Language {
     }],
 };
 
+pub static PHP: Language = Language {
+    kernel_name: "php",
+    image: "php",
+    display_name: "PHP",
+    language: "php",
+    runtime: "php",
+    argv: &["sh", "{dir}/launch.sh"],
+    files: &[
+        DriverFile {
+            name: "launch.sh",
+            source: include_str!("../../images/php/launch.sh"),
+        },
+        DriverFile {
+            name: "driver.php",
+            source: include_str!("../../images/php/driver.php"),
+        },
+    ],
+};
+
+pub static RUBY: Language = Language {
+    kernel_name: "ruby",
+    image: "ruby",
+    display_name: "Ruby",
+    language: "ruby",
+    runtime: "ruby",
+    argv: &["ruby", "{dir}/driver.rb"],
+    files: &[DriverFile {
+        name: "driver.rb",
+        source: include_str!("../../images/ruby/driver.rb"),
+    }],
+};
+
 /// Every language cellgate knows, in the order kernelspecs list them.
-pub static ALL: &[&Language] = &[&PYTHON, &JAVASCRIPT, &BASH];
+pub static ALL: &[&Language] = &[&PYTHON, &JAVASCRIPT, &BASH, &PHP, &RUBY];
 
 /// The languages one runner offers, with the default kernel first.
 #[derive(Debug, Clone)]
