@@ -36,6 +36,7 @@ lint:
 ## bench: kernel round-trip and start-up latency through the TLS gateway, against the anchors
 bench:
 	$(CARGO) bench --bench kernel_latency
+	$(CARGO) bench --bench jobs
 
 clean:
 	$(CARGO) clean

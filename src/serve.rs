@@ -137,6 +137,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             secret.clone(),
         );
         config.backend = args.backend;
+        // Every runner works on the same job volume: the data directory itself.
+        config.jobs_volume = Some(data_dir.clone());
         if args.backend == BackendKind::Docker {
             // Containers take a few hundred milliseconds to start: keep one ready per language.
             config.pool_size = 1;

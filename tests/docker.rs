@@ -187,6 +187,70 @@ async fn ruby_in_a_container() {
 }
 
 #[tokio::test]
+async fn r_in_a_container() {
+    check_language(&LanguageCase {
+        kernel: "ir",
+        image: "r",
+        define: "kept <- 41",
+        print_both: "cat('out\\n'); message('err')",
+        stdout: "out",
+        stderr: "err",
+        fail: "stop('broken')",
+        spin: "cat('spin\\n'); while (TRUE) {}",
+        read_back: "kept + 1",
+        read_back_output: "42",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn octave_in_a_container() {
+    check_language(&LanguageCase {
+        kernel: "octave",
+        image: "octave",
+        define: "kept = 41;",
+        print_both: "disp('out'); fdisp(stderr, 'err');",
+        stdout: "out",
+        stderr: "err",
+        fail: "error('broken')",
+        spin: "disp('spin'); while true, end",
+        read_back: "kept + 1",
+        read_back_output: "42",
+    })
+    .await;
+}
+
+/// Runs `code` in a new `kernel` container and checks that a PNG came back.
+async fn check_plot(kernel_name: &str, image: &str, code: &str) {
+    let Some(server) = docker_server(&[image]).await else {
+        return;
+    };
+    let (_, mut socket) = kernel(&server, kernel_name).await;
+    let run = socket.execute(code).await;
+    assert_eq!(run.reply().status, ReplyStatus::Ok, "{:?}", run.messages);
+    let displays = run.displays();
+    assert!(
+        !displays.is_empty(),
+        "{kernel_name}: no display_data in {:?}",
+        run.types()
+    );
+    let png = displays[0]["image/png"]
+        .as_str()
+        .expect("an image/png entry");
+    assert!(png.starts_with("iVBOR"), "{kernel_name}: not a base64 PNG");
+}
+
+#[tokio::test]
+async fn r_plots_arrive_as_png_from_a_container() {
+    check_plot("ir", "r", "plot(1:10, (1:10)^2)").await;
+}
+
+#[tokio::test]
+async fn octave_plots_arrive_as_png_from_a_container() {
+    check_plot("octave", "octave", "plot(1:10, (1:10).^2);").await;
+}
+
+#[tokio::test]
 async fn python_plots_arrive_as_png_from_a_container() {
     let Some(_server) = docker_server(&["python"]).await else {
         return;
@@ -244,6 +308,22 @@ async fn the_sandbox_holds_against_abuse() {
         .await;
     assert!(run.stdout().starts_with("1000\n"), "{:?}", run.stdout());
     assert!(run.stdout().contains("no-write"), "{:?}", run.stdout());
+
+    // An endless print is cut at the output cap; an interrupt then ends the cell.
+    let id = py.send_execute("while True:\n    print('y' * 1000)").await;
+    py.wait_for(&id, |m| {
+        matches!(&m.content, Content::Stream(s) if s.text.contains("rest of its output was dropped"))
+    })
+    .await;
+    let control = py
+        .send(
+            cellgate_protocol::Channel::Control,
+            "interrupt_request",
+            json!({}),
+        )
+        .await;
+    py.reply_to(&control).await;
+    py.collect(&id).await;
 
     // A fork bomb stops at the pids limit, and the kernel is still there afterwards.
     let run = py

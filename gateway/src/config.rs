@@ -3,9 +3,12 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
+
+use crate::balancer::discovery::{Discovery, Dns, StaticList, SystemResolver};
 
 /// Everything [`crate::run`] needs besides the listener and the TLS material.
 #[derive(Clone)]
@@ -13,8 +16,8 @@ pub struct GatewayConfig {
     /// The token every client must present; `None` turns authentication off, which the caller
     /// only allows on a loopback bind.
     pub token: Option<String>,
-    /// Base URLs of the kernel runners (plain HTTP), e.g. `http://127.0.0.1:41234`.
-    pub runners: Vec<Url>,
+    /// Where the kernel runners (plain HTTP) are found.
+    pub runners: RunnerSource,
     /// Sent to the runners in [`cellgate_protocol::model::RUNNER_SECRET_HEADER`].
     pub runner_secret: String,
     /// Where the certificate comes from; [`crate::load_tls`] reads it.
@@ -26,6 +29,69 @@ pub struct GatewayConfig {
     pub timeouts: Timeouts,
     pub websocket: WebsocketSettings,
     pub health: HealthSettings,
+    /// How often a certificate read from files is checked for changes; `None` leaves reloads
+    /// to [`crate::CertificateReloader::reload`] (the binaries call it on SIGHUP).
+    pub tls_reload_interval: Option<Duration>,
+}
+
+/// Where the gateway finds its runners.
+#[derive(Clone)]
+pub enum RunnerSource {
+    /// Base URLs, e.g. `http://127.0.0.1:41234`, fixed for the gateway's lifetime.
+    Static(Vec<Url>),
+    /// Every address a DNS name resolves to, each a runner on `port`, resolved again every
+    /// `refresh` (Swarm's `tasks.<service>` names).
+    Dns {
+        name: String,
+        port: u16,
+        refresh: Duration,
+    },
+    /// Any other source, e.g. a test's.
+    Custom {
+        discovery: Arc<dyn Discovery>,
+        refresh: Duration,
+    },
+}
+
+impl RunnerSource {
+    /// The source as a discovery, and how often to ask it again.
+    pub fn discovery(&self) -> (Arc<dyn Discovery>, Duration) {
+        match self {
+            RunnerSource::Static(urls) => (Arc::new(StaticList(urls.clone())), Duration::MAX),
+            RunnerSource::Dns {
+                name,
+                port,
+                refresh,
+            } => (
+                Arc::new(Dns::new(name.clone(), *port, Arc::new(SystemResolver))),
+                *refresh,
+            ),
+            RunnerSource::Custom { discovery, refresh } => (discovery.clone(), *refresh),
+        }
+    }
+}
+
+impl fmt::Debug for RunnerSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunnerSource::Static(urls) => f.debug_tuple("Static").field(urls).finish(),
+            RunnerSource::Dns {
+                name,
+                port,
+                refresh,
+            } => f
+                .debug_struct("Dns")
+                .field("name", name)
+                .field("port", port)
+                .field("refresh", refresh)
+                .finish(),
+            RunnerSource::Custom { discovery, refresh } => f
+                .debug_struct("Custom")
+                .field("discovery", &discovery.describe())
+                .field("refresh", refresh)
+                .finish(),
+        }
+    }
 }
 
 impl GatewayConfig {
@@ -38,7 +104,7 @@ impl GatewayConfig {
     ) -> GatewayConfig {
         GatewayConfig {
             token,
-            runners,
+            runners: RunnerSource::Static(runners),
             runner_secret,
             tls,
             max_connections: 10_240,
@@ -46,6 +112,7 @@ impl GatewayConfig {
             timeouts: Timeouts::default(),
             websocket: WebsocketSettings::default(),
             health: HealthSettings::default(),
+            tls_reload_interval: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -64,6 +131,7 @@ impl fmt::Debug for GatewayConfig {
             .field("timeouts", &self.timeouts)
             .field("websocket", &self.websocket)
             .field("health", &self.health)
+            .field("tls_reload_interval", &self.tls_reload_interval)
             .finish()
     }
 }

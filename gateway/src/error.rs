@@ -99,6 +99,15 @@ pub enum GatewayError {
     },
     #[error("websocket handshake with kernel runner {runner} failed: {problem}")]
     RunnerHandshake { runner: Url, problem: &'static str },
+    /// The kernel's runner is gone; the kernel is reported dead and can no longer be used.
+    #[error("kernel {kernel_id} is dead: {reason}")]
+    KernelGone { kernel_id: String, reason: String },
+    #[error("looking up the kernel runners at {name} failed")]
+    RunnerDns {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     // --- The gateway's own fault, or its operator's.
     #[error("reading {path}")]
@@ -167,7 +176,9 @@ impl GatewayError {
             | RunnerInvalid { .. }
             | RunnerRejectedSecret { .. }
             | RunnerStatus { .. }
-            | RunnerHandshake { .. } => ErrorKind::Runner,
+            | RunnerHandshake { .. }
+            | KernelGone { .. }
+            | RunnerDns { .. } => ErrorKind::Runner,
             ReadFile { .. }
             | WriteFile { .. }
             | NoCertificate { .. }
@@ -212,6 +223,31 @@ impl GatewayError {
             ErrorKind::Client | ErrorKind::Runner => chain(self),
         }
     }
+}
+
+/// The innermost cause of an error, which says what actually happened (e.g. "Connection
+/// refused") without the layers that wrapped it.
+pub fn root_cause(error: &dyn StdError) -> String {
+    let mut cause = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}
+
+/// Whether a connection was refused somewhere in the error's causes: nothing listens at the
+/// address, which is how a runner that was killed or stopped looks from the gateway.
+pub fn is_refused(error: &(dyn StdError + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// An error and its causes, joined with `: `, for messages and logs.
@@ -280,6 +316,8 @@ mod tests {
             unreachable.client_message(),
             "kernel runner http://127.0.0.1:9/ is unreachable: refused"
         );
+        assert!(is_refused(&unreachable));
+        assert_eq!(root_cause(&unreachable), "refused");
         let internal = GatewayError::ReadFile {
             path: "/secret/path".into(),
             source: std::io::Error::other("nope"),

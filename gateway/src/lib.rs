@@ -10,9 +10,11 @@
 mod api;
 mod auth;
 mod balancer;
+pub mod cli;
 mod config;
 mod connection;
 mod error;
+mod metrics;
 mod pages;
 mod proxy;
 mod response;
@@ -23,7 +25,11 @@ mod state;
 mod tasks;
 mod tls;
 
-pub use config::{GatewayConfig, HealthSettings, Timeouts, TlsSettings, WebsocketSettings};
+pub use balancer::discovery::{Discovery, Dns, Resolve, StaticList, SystemResolver};
+pub use config::{
+    GatewayConfig, HealthSettings, RunnerSource, Timeouts, TlsSettings, WebsocketSettings,
+};
 pub use error::{ErrorKind, GatewayError};
 pub use server::run;
+pub use tls::reload::{CertificateReloader, Reloaded};
 pub use tls::{load_tls, LoadedTls};

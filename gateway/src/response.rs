@@ -57,6 +57,13 @@ pub fn plain(status: StatusCode, text: &'static str) -> Response {
     )
 }
 
+/// An answer without a body, e.g. `204 No Content`.
+pub fn empty(status: StatusCode) -> Response {
+    let mut response = http::Response::new(Body::default());
+    *response.status_mut() = status;
+    response
+}
+
 /// A redirect to a path on this gateway. A location that is not a valid header value (it
 /// only comes from our own path building) falls back to the home page.
 pub fn redirect(status: StatusCode, location: &str) -> Response {

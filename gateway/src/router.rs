@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use crate::api::{self, channels, kernels, kernelspecs};
 use crate::auth::Credential;
 use crate::error::GatewayError;
+use crate::metrics;
 use crate::pages::{index, login};
 use crate::response::{self, Response};
 use crate::routes::Route;
@@ -24,7 +25,10 @@ pub async fn handle(
 ) -> Response {
     match dispatch(&gateway, &connection, request).await {
         Ok(response) => response,
-        Err(error) => response::error(&error),
+        Err(error) => {
+            gateway.metrics.count_error(&error);
+            response::error(&error)
+        }
     }
 }
 
@@ -65,6 +69,7 @@ async fn dispatch(
 
     match route {
         Route::Health => Ok(api::health(gateway)),
+        Route::Metrics => Ok(metrics::exposition::response(gateway)),
         Route::Login if request.method() == Method::POST => {
             let body = api::read_body(request.into_body(), MAX_FORM_BYTES).await?;
             login::submit(&gateway.auth, &body)

@@ -7,6 +7,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health,
+    /// `GET /metrics`: Prometheus text; needs the token like the API.
+    Metrics,
     Login,
     Logout,
     Home,
@@ -34,6 +36,7 @@ impl Route {
         let route = match segments.as_slice() {
             [""] => Route::Home,
             ["healthz"] => Route::Health,
+            ["metrics"] => Route::Metrics,
             ["login"] => Route::Login,
             ["logout"] => Route::Logout,
             ["api"] => Route::ApiVersion,
@@ -67,6 +70,7 @@ impl Route {
             Route::Interrupt(_) | Route::Restart(_) => &[Method::POST],
             Route::NoSuchKernel(_) => &[Method::GET, Method::POST, Method::DELETE],
             Route::Health
+            | Route::Metrics
             | Route::Logout
             | Route::Home
             | Route::ApiVersion
@@ -109,6 +113,7 @@ mod tests {
         let cases = [
             ("/", Route::Home),
             ("/healthz", Route::Health),
+            ("/metrics", Route::Metrics),
             ("/api", Route::ApiVersion),
             ("/api/", Route::ApiVersion),
             ("/api/kernelspecs", Route::KernelSpecs),
@@ -154,6 +159,7 @@ mod tests {
     fn only_health_and_login_are_public() {
         assert!(Route::Health.is_public() && Route::Login.is_public());
         assert!(!Route::Home.is_public() && !Route::Kernels.is_public());
+        assert!(!Route::Metrics.is_public());
         assert!(!Route::Channels(Uuid::nil()).is_public());
     }
 }

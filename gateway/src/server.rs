@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::balancer::health;
+use crate::balancer::{health, membership};
 use crate::config::GatewayConfig;
 use crate::connection;
 use crate::error::GatewayError;
@@ -30,17 +30,40 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     let tasks = Tasks::new();
-    let gateway = Arc::new(Gateway::new(&config, tasks.clone())?);
+    let gateway = Arc::new(Gateway::new(
+        &config,
+        tasks.clone(),
+        tls.certificates.clone(),
+    )?);
 
-    // One round of health checks before the first accept, so the first kernel start does
-    // not find every runner unchecked. Clients that connect meanwhile wait in the backlog.
+    // The runners are looked up, then checked once, before the first accept, so the first
+    // kernel start does not find every runner unknown. Clients that connect meanwhile wait in
+    // the backlog.
+    let (discovery, refresh_every) = config.runners.discovery();
+    tracing::info!(source = %discovery.describe(), "finding kernel runners");
+    membership::refresh(discovery.as_ref(), &gateway.balancer).await;
     health::check_all(&gateway.balancer, &gateway.upstream, &config.health).await;
+    tasks.spawn(membership::run(
+        discovery,
+        gateway.balancer.clone(),
+        refresh_every,
+        gateway.health_nudge.clone(),
+        tasks.stopping().clone(),
+    ));
     tasks.spawn(health::run(
         gateway.balancer.clone(),
         gateway.upstream.clone(),
         config.health.clone(),
+        gateway.health_nudge.clone(),
         tasks.stopping().clone(),
     ));
+    if let Some(interval) = config.tls_reload_interval {
+        tasks.spawn(
+            tls.certificates
+                .clone()
+                .watch(interval, tasks.stopping().clone()),
+        );
+    }
 
     let acceptor = TlsAcceptor::from(tls.server_config);
     // At least one slot: a limit of zero would accept nothing and hang every client.

@@ -1,25 +1,30 @@
-//! What every request handler shares: the auth policy, the balancer, the kernel owners, the
-//! client for runners, the task set and the settings.
+//! What every request handler shares: the auth policy, the balancer (with the kernel owners
+//! and the dead kernels), the client for runners, the metrics, the task set and the settings.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::auth::Auth;
 use crate::balancer::least_connections::LeastConnections;
-use crate::balancer::owners::KernelOwners;
 use crate::balancer::Balancer;
-use crate::config::{GatewayConfig, HealthSettings, Timeouts, WebsocketSettings};
+use crate::config::{GatewayConfig, HealthSettings, RunnerSource, Timeouts, WebsocketSettings};
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::proxy::upstream::Upstream;
 use crate::tasks::Tasks;
+use crate::tls::reload::CertificateReloader;
 
 pub struct Gateway {
     pub auth: Auth,
     pub balancer: Arc<Balancer>,
-    pub owners: KernelOwners,
     pub upstream: Upstream,
+    pub metrics: Arc<Metrics>,
+    /// The served TLS certificate, for its reload counts.
+    pub certificates: Arc<CertificateReloader>,
+    /// Wakes the health checker before its next interval.
+    pub health_nudge: Arc<Notify>,
     pub tasks: Tasks,
     pub timeouts: Timeouts,
     pub websocket: WebsocketSettings,
@@ -28,25 +33,35 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: &GatewayConfig, tasks: Tasks) -> Result<Gateway, GatewayError> {
-        for runner in &config.runners {
-            if runner.host().is_none() {
-                return Err(GatewayError::InvalidRunnerUrl {
-                    runner: runner.clone(),
-                });
+    pub fn new(
+        config: &GatewayConfig,
+        tasks: Tasks,
+        certificates: Arc<CertificateReloader>,
+    ) -> Result<Gateway, GatewayError> {
+        if let RunnerSource::Static(runners) = &config.runners {
+            for runner in runners {
+                if runner.host().is_none() {
+                    return Err(GatewayError::InvalidRunnerUrl {
+                        runner: runner.clone(),
+                    });
+                }
             }
         }
+        let health_nudge = Arc::new(Notify::new());
         let upstream = Upstream::new(
             &config.runner_secret,
             &config.timeouts,
             config.max_body_bytes,
             tasks.executor(),
+            health_nudge.clone(),
         )?;
         Ok(Gateway {
             auth: Auth::new(config.token.as_deref()),
-            balancer: Arc::new(Balancer::new(&config.runners, LeastConnections)),
-            owners: KernelOwners::new(),
+            balancer: Arc::new(Balancer::new(LeastConnections)),
             upstream,
+            metrics: Arc::new(Metrics::new()),
+            certificates,
+            health_nudge,
             tasks,
             timeouts: config.timeouts.clone(),
             websocket: config.websocket.clone(),

@@ -38,18 +38,23 @@
 #   time, until the driver is reached again. This also stops pure-Bash loops such as
 #   `while :; do :; done`, which an INT trap alone would let run on. An interactive bash ignores
 #   an interrupt when the program it waits for handles SIGINT and exits normally (as `ping` or a
-#   Python script catching KeyboardInterrupt do), so a watcher process notes every interrupt
-#   and passes it on to the shell as SIGURG, which bash never drops: it runs the URG trap as
-#   soon as the program has exited. Should the shell have started another program meanwhile,
-#   the watcher interrupts that one too.
+#   Python script catching KeyboardInterrupt do). A watcher process therefore notes every
+#   interrupt: the cell is reported as interrupted, and any program the shell starts after the
+#   interrupt is interrupted in turn, so the cell ends at its next command that is not a
+#   builtin. (A CHLD trap could stop it sooner, but bash 5.2 crashes when a CHLD trap meets the
+#   DEBUG-trap unwinding.)
 # * `set -e` in a cell stops the cell, not the kernel: an ERR trap (inherited by functions
 #   through `set -E`) switches errexit off before bash acts on it, because bash checks errexit
 #   only after running the ERR trap, and then aborts the cell the same way as an interrupt.
 #   `exit` in a cell is a function that ends the cell and says so.
+# * The shell does not read commands while a cell runs, but the runner may send `shutdown`
+#   then (to restart the kernel, say). The watcher looks out for it and ends the driver.
 #
 # Between cells the driver's own code runs with neutral shell options and without the user's
-# DEBUG, RETURN and ERR traps; they are saved at the end of each cell and restored before the
-# next one. All names used by the driver start with `__cg_`.
+# traps: shell options and the ERR trap are saved at the end of each cell and restored before the
+# next one, while DEBUG and RETURN traps end with the cell that set them (bash does not run them
+# in sourced files anyway, unless `set -T` is on). All names used by the driver start with
+# `__cg_`.
 
 # ----------------------------------------------------------------------------------------------
 # Bootstrap: re-execute as the long-lived interactive shell.
@@ -78,6 +83,9 @@ fi
 # ----------------------------------------------------------------------------------------------
 # Constants and small helpers.
 # ----------------------------------------------------------------------------------------------
+
+# Until a cell runs, an interrupt must not disturb the driver.
+builtin trap '' INT
 
 __cg_version=0.1.0
 __cg_pid=$$
@@ -306,7 +314,7 @@ __cg_forward_part() {
 __cg_forward() {
     local kind=$1 fd=$2
     local chunk=$__cg_dir/$kind.chunk stats=$__cg_dir/$kind.stats sync=$__cg_dir/sync
-    local marker= acked=0 seq n off rest dd_pid=
+    local marker= acked=0 seq n off rest line dd_pid=
     local -a lines
     builtin trap '' INT
     builtin trap '[[ $dd_pid ]] && builtin kill "$dd_pid" 2>/dev/null; builtin exit 0' TERM
@@ -318,9 +326,14 @@ __cg_forward() {
         dd_pid=$!
         builtin wait "$dd_pid" || break
         dd_pid=
-        builtin mapfile -t lines < "$stats"
-        n=${lines[2]%% *}
-        [[ $n == +([0-9]) ]] && (( n > 0 )) || break
+        # dd reports "N bytes copied" (or "1 byte copied") among its statistics. (The file is
+        # missing once the driver has removed its directory at the end.)
+        builtin mapfile -t lines 2>/dev/null < "$stats" || break
+        n=
+        for line in "${lines[@]}"; do
+            [[ $line =~ ^([0-9]+)\ bytes?\  ]] && n=${BASH_REMATCH[1]}
+        done
+        [[ $n ]] && (( n > 0 )) || break
         IFS= builtin read -r seq < "$sync"
         if [[ $seq == "$acked" ]]; then
             __cg_forward_part "$kind" "$chunk" 0 "$n" "$n"
@@ -346,7 +359,7 @@ __cg_forward() {
 # time rather than kept in a variable, because a cell that prints all variables (`set`) would
 # otherwise print the marker too.
 __cg_sync_output() {
-    local TMOUT= marker kind seq out= err= watch=
+    local TMOUT= marker line partial= out= err= watch=
     builtin printf '%s\n' "$__cg_seq" >| "$__cg_dir/sync"
     IFS= builtin read -r -d '' marker < "$__cg_dir/marker"
     builtin printf '%s' "$marker" >&"$__cg_out_fd"
@@ -354,84 +367,150 @@ __cg_sync_output() {
     marker=
     builtin printf '%s\n' "$__cg_seq" >&"$__cg_watch_fd"
     while [[ -z $out || -z $err || -z $watch ]]; do
-        if IFS=' ' builtin read -r -t 10 -u "$__cg_ack_fd" kind seq; then
-            if [[ $seq == "$__cg_seq" ]]; then
-                case $kind in
-                    stdout) out=1 ;;
-                    stderr) err=1 ;;
-                    watch) watch=1 ;;
-                esac
+        # A read that times out keeps what it got of a line in the variable; the rest follows.
+        if IFS= builtin read -r -t 10 -u "$__cg_ack_fd" line; then
+            line=$partial$line partial=
+            case $line in
+                "stdout $__cg_seq") out=1 ;;
+                "stderr $__cg_seq") err=1 ;;
+                "watch $__cg_seq") watch=1 ;;
+            esac
+        else
+            partial+=$line
+            if ! builtin kill -0 "${__cg_helpers[@]}" 2>/dev/null; then
+                __cg_log "a helper process has died; output may be lost"
+                return 1
             fi
-        elif ! builtin kill -0 "${__cg_helpers[@]}" 2>/dev/null; then
-            __cg_log "a helper process has died; output may be lost"
-            return 1
         fi
     done
 }
 
-# The body of the interrupt watcher, a helper process that traps SIGINT (the driver's other
-# helpers ignore it). Each line it reads is a request to confirm, on the ack FIFO, that every
-# interrupt that came before has been noted: bash runs a pending trap before it goes on to the
-# next command.
-__cg_watch_interrupts() {
-    local TMOUT= request
+# The body of the watcher, a helper process that looks after the shell while a cell runs (the
+# shell does not read commands then).
+#
+# * It traps SIGINT (the driver's other helpers ignore it). On SIGINT during a cell, it writes
+#   the cell's number into the `interrupted` file. Then, every tenth of a second until the cell
+#   stops, it interrupts the programs the shell started after the interrupt (see
+#   __cg_late_children); programs that got the interrupt and catch SIGINT are left to finish
+#   their own handling.
+# * The runner may send `shutdown` (to restart the kernel, say) while a cell runs, and kills the
+#   driver if it does not exit soon. So, while a cell runs, the watcher looks every tenth of a
+#   second whether a command is waiting, without reading it. One that arrives during a cell can
+#   only be `shutdown` (the runner sends nothing else before `done`, except answers to input
+#   requests, which Bash cells never make), and the watcher ends the driver.
+#
+# Lines on the watcher's FIFO: `cell` when a cell starts, `wake` from the INT trap, and a number,
+# which asks the watcher to confirm on the ack FIFO that every interrupt that came before has
+# been noted (bash runs a pending trap before it goes on to the next command).
+__cg_watch() {
+    local TMOUT= request partial= state cell
+    local -a late=()
+    __cg_watched= __cg_polling=
     builtin trap '__cg_note_interrupt' INT
     builtin trap 'builtin exit 0' TERM
-    exec 0</dev/null 1>/dev/null {__cg_pause_fd}<>"$__cg_dir/pause"
+    exec 0</dev/null 1>/dev/null
     while :; do
-        IFS= builtin read -r -u "$__cg_watch_fd" request || continue
-        builtin printf 'watch %s\n' "$request" >&"$__cg_ack_fd"
+        # A read that times out keeps what it got of a line in the variable; the rest follows.
+        if IFS= builtin read -r ${__cg_polling:+-t 0.1} -u "$__cg_watch_fd" request; then
+            request=$partial$request partial=
+            case $request in
+                cell | wake) __cg_polling=1 ;;
+                *) builtin printf 'watch %s\n' "$request" >&"$__cg_ack_fd" ;;
+            esac
+        else
+            partial+=$request
+        fi
+        [[ $__cg_polling ]] || continue
+        IFS=' ' builtin read -r state cell < "$__cg_dir/cell-state"
+        if [[ $state == idle ]]; then
+            __cg_polling= __cg_watched=
+            continue
+        fi
+        if [[ $state == running && $cell == "$__cg_watched" ]]; then
+            __cg_late_children late
+            (( ${#late[@]} )) && builtin kill -INT "${late[@]}" 2>/dev/null
+        fi
+        # `read -t 0` only tells whether input is waiting (or the pipe was closed).
+        builtin read -r -t 0 -u "$__cg_cmd_fd" && __cg_command_during_cell
     done
 }
 
-# Runs in the watcher on every SIGINT. During a cell, it writes the cell's number into the
-# `interrupted` file and sends SIGURG to the shell, then checks every tenth of a second, until
-# the shell reports (in the `cell-state` file) that the cell stops, whether the shell is waiting
-# for a program it started after the interrupt: a child that would have died of the SIGINT
-# (one that neither ignores nor catches it) but is alive. Such a program is interrupted too.
-# Programs that catch SIGINT are left to finish their own handling.
+# Called by the watcher when a command arrived during a cell. Answers to input requests are
+# read and dropped, as the shell would do. Anything else is `shutdown`, or the end of input: the
+# watcher marks the shutdown as requested, terminates the shell's children, so that the shell
+# is not left waiting for one, and then the shell, whose TERM trap ends the driver.
+__cg_command_during_cell() {
+    local TMOUT= header= body pid list=
+    IFS= builtin read -r -u "$__cg_cmd_fd" header
+    if [[ $header =~ ^input_(reply|abort)\ ([0-9]+)$ ]]; then
+        LC_ALL=C builtin read -r -N "${BASH_REMATCH[2]}" -u "$__cg_cmd_fd" body
+        return 0
+    fi
+    [[ $header == 'shutdown 0' || -z $header ]] || __cg_log "a command came during a cell: $header"
+    : >| "$__cg_dir/shutdown"
+    [[ -r /proc/$__cg_pid/task/$__cg_pid/children ]] &&
+        IFS= builtin read -r list < "/proc/$__cg_pid/task/$__cg_pid/children"
+    for pid in $list; do
+        [[ $pid == "$BASHPID" ]] || builtin kill -TERM "$pid" 2>/dev/null
+    done
+    builtin kill -TERM "$__cg_pid"
+    builtin exit 0
+}
+
+# The watcher's INT trap. It only takes notes, so that it is over before another SIGINT comes.
+# bash resumes a `read` after running a trap, so the trap writes a line of its own into the
+# watcher's FIFO: that ends the read, and the watcher looks at the cell again.
 __cg_note_interrupt() {
-    local TMOUT= state cell now
-    local -a late=()
+    local state cell
     IFS=' ' builtin read -r state cell < "$__cg_dir/cell-state"
     [[ $state == running ]] || return 0
     builtin printf '%s\n' "$cell" >| "$__cg_dir/interrupted"
-    builtin kill -URG "$__cg_pid" 2>/dev/null
-    while :; do
-        # A read from a FIFO nobody writes to is a pause that needs no process.
-        builtin read -r -t 0.1 -u "$__cg_pause_fd" now
-        IFS=' ' builtin read -r state now < "$__cg_dir/cell-state"
-        [[ $state == running && $now == "$cell" ]] || return 0
-        __cg_late_children late
-        (( ${#late[@]} )) && builtin kill -INT "${late[@]}" 2>/dev/null
-    done
+    __cg_watched=$cell
+    __cg_uptime_ticks __cg_watched_since
+    builtin printf 'wake\n' >&"$__cg_watch_fd"
 }
 
-# Sets the array named NAME to the shell's child processes whose SIGINT disposition is the
-# default one (read from /proc; without /proc/PID/task/PID/children the list stays empty).
+# Sets the array named NAME to the shell's child processes that were started after the
+# interrupt: those that would have died of it (they neither ignore nor catch SIGINT) but are
+# alive, and those that catch SIGINT but started after the watcher noted the interrupt, less
+# 50 ms, as the note comes a little after the interrupt itself. Children that ignore SIGINT
+# (background jobs, the driver's helpers) are never included. Everything is read from /proc;
+# without /proc/PID/task/PID/children the list stays empty.
 __cg_late_children() {
     local -n __cg_children=$1
-    local IFS=' ' list= pid key value mask
+    local IFS=' ' list= pid key value ignored caught stat
+    local -a fields
     __cg_children=()
     [[ -r /proc/$__cg_pid/task/$__cg_pid/children ]] || return 0
     builtin read -r list < "/proc/$__cg_pid/task/$__cg_pid/children"
     for pid in $list; do
-        mask=0
+        [[ $pid == "$BASHPID" ]] && continue
+        ignored=0 caught=0
         while IFS=$': \t' builtin read -r key value; do
+            [[ $value == +([[:xdigit:]]) ]] || continue
             case $key in
-                SigIgn | SigCgt) [[ $value == +([[:xdigit:]]) ]] && mask=$(( mask | 16#$value )) ;;
+                SigIgn) ignored=$(( 16#$value & 2 )) ;;
+                SigCgt) caught=$(( 16#$value & 2 )) ;;
             esac
-        done < "/proc/$pid/status" 2>/dev/null
-        (( mask & 2 )) || __cg_children+=("$pid")
+        done 2>/dev/null < "/proc/$pid/status"
+        (( ignored )) && continue
+        if (( caught )); then
+            # Field 22 of stat is the start time in clock ticks; the name in field 2 may hold
+            # spaces and parentheses, so counting starts after its closing parenthesis.
+            IFS= builtin read -r stat 2>/dev/null < "/proc/$pid/stat" || continue
+            IFS=' ' builtin read -r -a fields <<< "${stat##*) }"
+            (( ${fields[19]:-0} >= __cg_watched_since - __cg_clock_ticks / 20 )) || continue
+        fi
+        __cg_children+=("$pid")
     done
 }
 
-# The URG trap of a cell. The number check drops a late SIGURG meant for an earlier cell.
-__cg_interrupt_noted() {
-    local noted
-    IFS= builtin read -r noted < "$__cg_dir/interrupted"
-    [[ $noted == "$__cg_seq" ]] && __cg_abort_cell interrupt 130
-    return 0
+# Sets the variable named NAME to the time since boot in clock ticks, as /proc/PID/stat counts
+# start times.
+__cg_uptime_ticks() {
+    local seconds fraction
+    IFS='. ' builtin read -r seconds fraction _ < /proc/uptime
+    builtin printf -v "$1" '%d' $(( (10#$seconds * 100 + 10#${fraction:0:2}) * __cg_clock_ticks / 100 ))
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -471,7 +550,7 @@ __cg_step() {
 __cg_check_syntax() {
     local base line number lines definition
     local -a messages=()
-    base=$LINENO; builtin eval "__cg_check() { $__cg_body"$'\n}' 2>|"$__cg_dir/check"
+    builtin eval "__cg_check() { $__cg_body"$'\n}' 2>/dev/null
     if (( $? == 0 )) && builtin declare -F __cg_check >/dev/null; then
         builtin unset -f __cg_check
         return 0
@@ -486,7 +565,10 @@ __cg_check_syntax() {
             return 1
         fi
     fi
-    # bash numbers the lines of eval'd text from the line of the eval command.
+    # Parsed again for bash's messages, which number the lines of eval'd text from the line of
+    # the eval command.
+    base=$LINENO; builtin eval "__cg_check() { $__cg_body"$'\n}' 2>|"$__cg_dir/check"
+    builtin unset -f __cg_check
     lines=${__cg_body//[!$'\n']/}
     lines=$(( ${#lines} + 1 ))
     while IFS= builtin read -r line; do
@@ -522,12 +604,12 @@ __cg_begin_cell() {
     builtin jobs -n >/dev/null 2>&1
     __cg_seq=$(( __cg_seq + 1 ))
     builtin printf 'running %s\n' "$__cg_seq" >| "$__cg_dir/cell-state"
+    builtin printf 'cell\n' >&"$__cg_watch_fd"
     __cg_cell_open=1
     __cg_abort_reason= __cg_abort_status= __cg_abort_command= __cg_captured=
     __cg_errexit_status= __cg_errexit_command=
     builtin trap -- "$__cg_err_trap" ERR
     builtin trap '__cg_abort_cell interrupt 130' INT
-    builtin trap '__cg_interrupt_noted' URG
     [[ $__cg_user_extdebug ]] && builtin shopt -s extdebug
     # The user's options come back last: from here on the user's code is running. errtrace is
     # always on in cells, so that functions get the ERR trap.
@@ -543,18 +625,18 @@ __cg_begin_cell() {
 # and its `trap -` removes them for good: they belong to the cell that set them, and must not
 # run on the driver's code.
 __cg_end_cell() {
-    local status=${1-$?}
+    local status=${1-$?} noted
     builtin trap - DEBUG RETURN
     [[ $__cg_cell_open ]] || return 0
-    builtin trap '' INT URG
+    builtin trap '' INT
     builtin printf 'idle %s\n' "$__cg_seq" >| "$__cg_dir/cell-state"
     __cg_capture_user_state
     [[ $__cg_user_extdebug ]] || builtin shopt -u extdebug
     __cg_cell_open=
     __cg_sync_output
-    local noted
     IFS= builtin read -r noted < "$__cg_dir/interrupted"
-    [[ $noted == "$__cg_seq" && -z $__cg_abort_reason ]] && __cg_abort_reason=interrupt
+    # An interrupt outranks what it caused (a program killed by it failing under `set -e`).
+    [[ $noted == "$__cg_seq" ]] && __cg_abort_reason=interrupt
     __cg_report "$status"
 }
 
@@ -596,7 +678,8 @@ __cg_trap_text() {
     local line=
     __cg_trap_text=
     builtin trap -p "$1" >| "$__cg_dir/trap"
-    IFS= builtin read -r -d '' line < "$__cg_dir/trap"
+    # read -d '' fails at the end of the file; `|| :` keeps that from reaching an ERR trap.
+    IFS= builtin read -r -d '' line < "$__cg_dir/trap" || :
     if [[ $line ]]; then
         line=${line#'trap -- '}
         line=${line%$'\n'}
@@ -848,12 +931,34 @@ __cg_inspect() {
 # Start and end.
 # ----------------------------------------------------------------------------------------------
 
-# Ends the driver: stops the forwarders, removes the temporary files and exits with STATUS.
+# The TERM trap: a shutdown the watcher received ends the driver normally.
+__cg_terminated() {
+    if [[ -e $__cg_dir/shutdown ]]; then
+        __cg_quit 0
+    fi
+    __cg_quit 143
+}
+
+# Ends the driver: stops the helpers, removes the temporary files and exits with STATUS.
 __cg_quit() {
     builtin trap '' INT TERM HUP
     [[ ${__cg_helpers[*]} ]] && builtin kill -TERM "${__cg_helpers[@]}" 2>/dev/null
     [[ -d $__cg_dir ]] && "$__cg_tool_rm" -rf -- "$__cg_dir"
     builtin exit "$1"
+}
+
+# Removes the temporary directories under BASE that drivers killed before they could clean up
+# left behind: those of this user whose process no longer exists.
+__cg_remove_stale_dirs() {
+    local dir pid
+    local -a stale=()
+    for dir in "$1"/cellgate-bash.*; do
+        [[ -d $dir && -O $dir && ${dir##*/} =~ ^cellgate-bash\.([0-9]+)\. ]] || continue
+        pid=${BASH_REMATCH[1]}
+        [[ -e /proc/$pid ]] || stale+=("$dir")
+    done
+    (( ${#stale[@]} )) && "$__cg_tool_rm" -rf -- "${stale[@]}"
+    return 0
 }
 
 # Writes a fresh random marker for the end-of-cell synchronisation into its file.
@@ -898,11 +1003,23 @@ __cg_init() {
     done
     __cg_find_tool iconv __cg_tool_iconv || __cg_tool_iconv=
     __cg_bash=$BASH
+    __cg_clock_ticks=100
+    if __cg_find_tool getconf __cg_tool_getconf; then
+        __cg_clock_ticks=$("$__cg_tool_getconf" CLK_TCK 2>/dev/null) || __cg_clock_ticks=100
+        [[ $__cg_clock_ticks == +([0-9]) ]] || __cg_clock_ticks=100
+    fi
 
-    __cg_dir=$("$__cg_tool_mktemp" -d "${TMPDIR:-/tmp}/cellgate-bash.XXXXXXXX") || builtin exit 1
+    # Every cell rewrites a few small files here; on a tmpfs that costs next to nothing, while
+    # on a disk-backed /tmp each rewrite can take a millisecond. The directory's name holds the
+    # driver's process id, so that a later driver can remove it if this one gets killed.
+    local base=${TMPDIR:-/tmp}
+    [[ -d /dev/shm && -w /dev/shm ]] && base=/dev/shm
+    __cg_remove_stale_dirs "$base"
+    __cg_dir=$("$__cg_tool_mktemp" -d "$base/cellgate-bash.$$.XXXXXXXX") ||
+        __cg_dir=$("$__cg_tool_mktemp" -d "${TMPDIR:-/tmp}/cellgate-bash.$$.XXXXXXXX") || builtin exit 1
     __cg_cell_file=$__cg_dir/cell
     "$__cg_tool_mkfifo" -m 600 "$__cg_dir/stdout" "$__cg_dir/stderr" "$__cg_dir/ack" "$__cg_dir/lock" \
-        "$__cg_dir/watch" "$__cg_dir/pause" || __cg_quit 1
+        "$__cg_dir/watch" || __cg_quit 1
     # Opened read-write, a FIFO never blocks the open and never reports end of file.
     exec {__cg_out_fd}<>"$__cg_dir/stdout" {__cg_err_fd}<>"$__cg_dir/stderr"
     exec {__cg_ack_fd}<>"$__cg_dir/ack" {__cg_lock_fd}<>"$__cg_dir/lock" {__cg_watch_fd}<>"$__cg_dir/watch"
@@ -927,14 +1044,14 @@ __cg_init() {
     __cg_helpers+=($!)
     __cg_forward stderr "$__cg_err_fd" &
     __cg_helpers+=($!)
-    __cg_watch_interrupts &
+    __cg_watch &
     __cg_helpers+=($!)
     builtin disown -a
 
-    # An interactive shell ignores SIGTERM; the driver rather cleans up and goes.
-    builtin trap '__cg_quit 143' TERM
+    # An interactive shell ignores SIGTERM; the driver rather cleans up and goes. (SIGTERM is
+    # also how the watcher ends the driver on a `shutdown` that comes during a cell.)
+    builtin trap '__cg_terminated' TERM
     builtin trap '__cg_quit 129' HUP
-    builtin trap '' INT URG
     builtin declare -ft __cg_end_cell
 
     __cg_seq=0

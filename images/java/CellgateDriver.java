@@ -44,6 +44,7 @@ import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.HashMap;
+import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
@@ -53,6 +54,7 @@ import java.util.Set;
 import java.util.regex.Pattern;
 import java.util.stream.Collectors;
 
+import jdk.jshell.DeclarationSnippet;
 import jdk.jshell.Diag;
 import jdk.jshell.EvalException;
 import jdk.jshell.JShell;
@@ -613,8 +615,11 @@ public final class CellgateDriver {
 
     /** Fence markers: see OutputPump. */
     static final class Fences {
-        /** A pump that has waited this long for data has read everything there is. */
-        private static final long LOST_MARKER_NANOS = 2_000_000_000L;
+        /**
+         * A pump that has been waiting for data for this long, having started to wait after the
+         * marker was written, has read everything there is.
+         */
+        private static final long LOST_MARKER_NANOS = 500_000_000L;
 
         private final byte[] prefix;
         private final Object fenceLock = new Object();
@@ -676,22 +681,23 @@ public final class CellgateDriver {
                         passed(pumps[i], number);
                     }
                 }
-                awaitMarkers(number);
+                awaitMarkers(number, System.nanoTime());
             }
         }
 
-        private synchronized void awaitMarkers(long number) {
+        private synchronized void awaitMarkers(long number, long writtenAt) {
             while (true) {
                 boolean all = true;
                 for (OutputPump pump : pumps) {
                     if (pump.seen >= number) {
                         continue;
                     }
-                    // A marker that was written but is not in the FIFO cannot arrive any more.
-                    // That only happens when something outside Java moved the descriptor; rather
-                    // than hold every later event back forever, give up on it.
+                    // A pump that found the FIFO empty after the marker was written will never
+                    // see it: something outside Java has moved the descriptor. Rather than hold
+                    // every later event back forever, give up on it.
                     long since = pump.waitingSince;
-                    if (since != 0 && System.nanoTime() - since > LOST_MARKER_NANOS) {
+                    if (since != 0 && since - writtenAt > 0
+                        && System.nanoTime() - since > LOST_MARKER_NANOS) {
                         diagnostics.say("no fence marker arrived on " + pump.kind);
                         pump.seen = number;
                         continue;
@@ -826,6 +832,13 @@ public final class CellgateDriver {
      * exception in a background thread is printed as in any Java program.
      */
     static final class CellExecution extends DirectExecutionControl {
+        /**
+         * Thread.stop(), looked up at run time: it is the only way to stop a thread that never
+         * checks for interruption, it works up to Java 19, and it is gone from the API of later
+         * versions, against which this file must still compile.
+         */
+        private static final Method THREAD_STOP = threadStop();
+
         private final Object lock = new Object();
         /** The thread group of the running snippet; guarded by `lock`. */
         private ThreadGroup running;
@@ -838,32 +851,56 @@ public final class CellgateDriver {
             }
         }
 
-        /** Stops the running snippet, or the next one to start in this cell. */
-        @SuppressWarnings({"deprecation", "removal"})
+        private static Method threadStop() {
+            try {
+                return Thread.class.getMethod("stop");
+            } catch (NoSuchMethodException gone) {
+                return null;
+            }
+        }
+
+        /**
+         * Stops the running snippet, or the next one to start in this cell. Threads the snippet
+         * started are stopped too, as JShell's own local engine does.
+         */
         void requestStop() {
             synchronized (lock) {
                 stopRequested = true;
                 if (running == null) {
                     return;
                 }
-                try {
-                    // Stopping the whole group also stops threads the snippet started, just as
-                    // JShell's local engine does.
-                    running.stop();
-                } catch (UnsupportedOperationException | LinkageError unsupported) {
-                    // Newer JVMs cannot stop threads; interrupting at least ends sleeps and waits.
-                    Thread[] threads = new Thread[running.activeCount() + 8];
-                    int count = running.enumerate(threads);
-                    for (int i = 0; i < count; i++) {
-                        threads[i].interrupt();
-                    }
+                Thread[] threads = new Thread[running.activeCount() + 8];
+                int count = running.enumerate(threads, true);
+                for (int i = 0; i < count; i++) {
+                    stop(threads[i]);
                 }
             }
+        }
+
+        private static void stop(Thread thread) {
+            if (THREAD_STOP != null) {
+                try {
+                    THREAD_STOP.invoke(thread);
+                    return;
+                } catch (InvocationTargetException | IllegalAccessException unsupported) {
+                    // Java 20 and later refuse (UnsupportedOperationException).
+                }
+            }
+            // Interrupting at least ends sleeps, waits and interruptible I/O.
+            thread.interrupt();
+        }
+
+        @SuppressWarnings("removal")
+        private static void setDaemon(ThreadGroup group) {
+            group.setDaemon(true);
         }
 
         @Override
         protected String invoke(Method doit) throws Exception {
             ThreadGroup group = new ThreadGroup("cellgate-cell");
+            // A daemon group goes away with its last thread instead of staying in its parent's
+            // list for the life of the kernel.
+            setDaemon(group);
             String[] value = new String[1];
             Throwable[] failure = new Throwable[1];
             Thread thread = new Thread(group, () -> {
@@ -1042,6 +1079,10 @@ public final class CellgateDriver {
             // output is the user's.
             fences.fence(System.out, System.err);
             events.sendJson("ready", readyPayload());
+            // Commands that arrive meanwhile wait in the queue. Doing this after `ready` lets the
+            // frontend show the kernel as ready about a second sooner, and the work is usually
+            // done before anyone has typed a first cell.
+            prepareShell();
             while (true) {
                 Frame frame;
                 try {
@@ -1122,11 +1163,26 @@ public final class CellgateDriver {
                 .err(diagnostics.stream())
                 .build();
             analysis = shell.sourceCodeAnalysis();
+        }
+
+        /**
+         * Evaluates the default imports, then compiles and runs one throw-away declaration. The
+         * JShell compiler runs in the interpreter until the JIT has compiled it, so the first
+         * snippets are several times slower than later ones; this way the user's first cell is
+         * not one of them.
+         */
+        private void prepareShell() {
             for (String line : DEFAULT_IMPORTS) {
                 for (SnippetEvent event : shell.eval(line)) {
                     if (event.status() == Snippet.Status.REJECTED) {
                         diagnostics.say("default import failed: " + line);
                     }
+                }
+            }
+            String warmUp = "String cellgate$warmUp = String.valueOf(1 + 1);";
+            for (SnippetEvent event : shell.eval(warmUp)) {
+                if (event.causeSnippet() == null) {
+                    shell.drop(event.snippet());
                 }
             }
         }
@@ -1212,7 +1268,8 @@ public final class CellgateDriver {
                     long cursor = 0;
                     try {
                         @SuppressWarnings("unchecked")
-                        Map<String, Object> request = (Map<String, Object>) Json.parse(frame.text());
+                        Map<String, Object> request =
+                            (Map<String, Object>) Json.parse(frame.text());
                         String code = stringField(request, "code");
                         cursor = codePointCursor(code, request.get("cursor_pos"));
                     } catch (RuntimeException unreadable) {
@@ -1372,9 +1429,10 @@ public final class CellgateDriver {
                     return;
                 }
                 String region = cell.text.substring(piece.start, piece.end);
-                // JShell numbers the lines of a statement from its first token but those of a
-                // declaration from its first comment, so leading comments and blank lines are
-                // left out: then a snippet's line 1 is always its first token's line.
+                // JShell numbers the lines of a statement from its first token, but those of a
+                // declaration from its first character that is not blank, a comment included. So
+                // leading comments and blank lines are left out, and a snippet's line 1 is always
+                // the line of its first token.
                 int skip = leadingTriviaLength(region);
                 String source = piece.source;
                 if (!source.startsWith(region.substring(0, skip))) {
@@ -1392,7 +1450,8 @@ public final class CellgateDriver {
                         continue; // An update of an earlier snippet that depends on this one.
                     }
                     Snippet snippet = event.snippet();
-                    origins.put(snippet.id(), new SnippetOrigin(cellCount, cell.lineOf(origin) + 1));
+                    origins.put(snippet.id(),
+                        new SnippetOrigin(cellCount, cell.lineOf(origin) + 1));
                     if (event.status() == Snippet.Status.REJECTED) {
                         outcome.error = compileError(cell, origin, source, snippet);
                         return;
@@ -1497,9 +1556,17 @@ public final class CellgateDriver {
 
         private static Map<String, Object> errorPayload(String ename, String evalue,
                 List<String> traceback) {
+            // The whole traceback is kept to what one event can carry, however long the
+            // exception's message.
             List<String> lines = new ArrayList<>();
+            long size = 0;
             for (String line : traceback) {
+                if (size > MAX_TEXT_CHARS) {
+                    lines.add("[" + (traceback.size() - lines.size()) + " more lines not shown]");
+                    break;
+                }
                 lines.add(cut(line));
+                size += line.length();
             }
             Map<String, Object> error = new LinkedHashMap<>();
             error.put("ename", ename);
@@ -1591,10 +1658,10 @@ public final class CellgateDriver {
                 return;
             }
             Snippet snippet = event.snippet();
-            if (!(snippet instanceof jdk.jshell.DeclarationSnippet)) {
+            if (!(snippet instanceof DeclarationSnippet)) {
                 return;
             }
-            jdk.jshell.DeclarationSnippet declaration = (jdk.jshell.DeclarationSnippet) snippet;
+            DeclarationSnippet declaration = (DeclarationSnippet) snippet;
             String missing = shell.unresolvedDependencies(declaration)
                 .collect(Collectors.joining(", "));
             String use = snippet.kind() == Snippet.Kind.METHOD ? "invoked" : "used";
@@ -1603,7 +1670,7 @@ public final class CellgateDriver {
                 + " declared");
         }
 
-        private static String describe(jdk.jshell.DeclarationSnippet snippet) {
+        private static String describe(DeclarationSnippet snippet) {
             switch (snippet.kind()) {
                 case METHOD:
                     return "method " + snippet.name() + "("
@@ -1634,7 +1701,7 @@ public final class CellgateDriver {
             String evalue;
             String header;
             if (exception instanceof UnresolvedReferenceException) {
-                jdk.jshell.DeclarationSnippet snippet =
+                DeclarationSnippet snippet =
                     ((UnresolvedReferenceException) exception).getSnippet();
                 String missing = shell.unresolvedDependencies(snippet)
                     .collect(Collectors.joining(", "));
@@ -1655,7 +1722,7 @@ public final class CellgateDriver {
             List<String> traceback = new ArrayList<>();
             traceback.addAll(List.of(header.split("\n", -1)));
             addFrames(traceback, exception);
-            Set<Throwable> seen = Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+            Set<Throwable> seen = Collections.newSetFromMap(new IdentityHashMap<>());
             seen.add(exception);
             for (Throwable cause = exception.getCause(); cause != null && seen.add(cause);
                     cause = cause.getCause()) {
@@ -1705,7 +1772,8 @@ public final class CellgateDriver {
             return name.isEmpty() ? where : name + " (" + where + ")";
         }
 
-        private static final Pattern REPL_PREFIX = Pattern.compile("(REPL\\.)?\\$JShell\\$\\d+[A-Z]?\\$");
+        private static final Pattern REPL_PREFIX =
+            Pattern.compile("(REPL\\.)?\\$JShell\\$\\d+[A-Z]?\\$");
         private static final Pattern EMPTY_LOCATION =
             Pattern.compile("(?m)^\\s*location: class\\s*$\\n?");
 
@@ -1865,7 +1933,8 @@ public final class CellgateDriver {
                     // JShell documents a method once its call is open: for `Math.max|` try as if
                     // `Math.max(` had been typed.
                     int end = at;
-                    while (end < text.length() && Character.isJavaIdentifierPart(text.charAt(end))) {
+                    while (end < text.length()
+                            && Character.isJavaIdentifierPart(text.charAt(end))) {
                         end++;
                     }
                     if (end > 0 && Character.isJavaIdentifierPart(text.charAt(end - 1))) {

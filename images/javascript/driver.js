@@ -389,8 +389,10 @@ function runForwarder() {
 //
 // A cell's watchdog must also be out of the way before its synchronous part hands back to the
 // inspector: V8 aborts the whole process if execution is terminated while the inspector sets up
-// the promise of a REPL-mode evaluation. So every cell ends its synchronous part in a fence (see
-// fence() in runDriver) that has the keeper arm a watchdog on top of the cell's.
+// the promise of a REPL-mode evaluation. So a guarded cell ends in a fence (see fence() in
+// runDriver) that has the keeper arm a watchdog on top of the cell's. A cell with top-level
+// `await`, whose synchronous part ends at an `await` where no fence fits, runs without a
+// watchdog of its own, and the keeper interrupts it as it does awaiting cells.
 
 function runKeeper() {
   const { parentPort, workerData } = require('worker_threads');
@@ -629,6 +631,7 @@ function runDriver() {
     stderr: false,
   });
   keeper.on('error', (error) => diagnose(`the keeper thread failed: ${error.stack || error}`));
+  keeper.on('exit', (code) => diagnose(`the keeper thread exited (status ${code}); a SIGINT may end the kernel`));
   keeper.on('message', (message) => {
     if (message.up) {
       process.removeListener('SIGINT', ignoreSigint);
@@ -831,7 +834,7 @@ function runDriver() {
   // Errors that escape every handler end up here instead of ending the kernel; the user sees
   // them on stderr, as in the Node REPL.
   process.on('uncaughtException', (error) => {
-    writeUserError(unshiftColumns(`Uncaught ${util.inspect(error)}`));
+    writeUserError(`Uncaught ${util.inspect(error)}`);
   });
 
   // A rejection is reported only if it is still unhandled a moment later: the value of a cell
@@ -842,7 +845,7 @@ function runDriver() {
     realTimers.setTimeout(() => {
       if (!unhandled.has(promise)) return;
       unhandled.delete(promise);
-      writeUserError(unshiftColumns(`Unhandled promise rejection: ${util.inspect(reason)}`));
+      writeUserError(`Unhandled promise rejection: ${util.inspect(reason)}`);
     }, 50);
   });
   process.on('rejectionHandled', (promise) => unhandled.delete(promise));
@@ -996,8 +999,8 @@ function runDriver() {
     }
   }
 
-  // The cell's synchronous part runs inside this script, so that Node's SIGINT watchdog
-  // (`breakOnSigint`) can stop it, the way the Node REPL stops a runaway line.
+  // A guarded cell runs inside this script, so that Node's SIGINT watchdog (`breakOnSigint`)
+  // can stop it, the way the Node REPL stops a runaway line.
   const GUARD_FILE = 'cellgate-guard';
   const RUN_GUARDED = Symbol.for('cellgate.run');
   Object.defineProperty(globalThis, RUN_GUARDED, { value: null, writable: true });
@@ -1014,10 +1017,10 @@ function runDriver() {
     Atomics.notify(shared, SHARED.state);
   }
 
-  // Every cell ends its synchronous part in this fence (see runKeeper): it hands SIGINTs over
-  // to the keeper, which arms its watchdog on top of the cell's, so that no termination can
-  // reach the inspector while it finishes the evaluation. A SIGINT that the cell's watchdog has
-  // already taken stops the cell right here, while its script still runs.
+  // A guarded cell ends in this fence (see runKeeper): it hands SIGINTs over to the keeper,
+  // which arms its watchdog on top of the cell's, so that no termination can reach the
+  // inspector while it finishes the evaluation. A SIGINT that the cell's watchdog has already
+  // taken stops the cell right here, while its script still runs.
   const now = Date.now;
   function fence() {
     Atomics.store(shared, SHARED.mainGuarded, 0);
@@ -1039,34 +1042,23 @@ function runDriver() {
   }
   Object.defineProperty(globalThis, Symbol.for('cellgate.fence'), { value: fence });
 
-  // How a cell's code reaches the fence. Code without top-level `await` runs entirely in its
-  // synchronous part and gets the fence appended, as a declaration, which leaves the value of
-  // the cell alone. Code with top-level `await` starts with an `await` of the fence, so its
-  // synchronous part ends there and the rest runs afterwards, where the keeper interrupts it.
-  // Both get a prefix of the same length on the first line, so that positions in stack traces
-  // can be mapped back (see userStack).
-  const FENCE_CALL = 'globalThis[Symbol.for("cellgate.fence")]()';
-  const AWAIT_PREFIX = `void await ${FENCE_CALL}; `;
-  const PREFIX_LENGTH = AWAIT_PREFIX.length;
-  const PLAIN_PREFIX = `/*${' '.repeat(PREFIX_LENGTH - 4)}*/`;
-  const PLAIN_SUFFIX = `\n;const {} = ${FENCE_CALL};`;
+  // The source the inspector evaluates for a cell, and whether it runs under the cell's own
+  // watchdog. Code without top-level `await` does: it runs entirely in its synchronous part,
+  // and gets the fence appended as a declaration, which leaves the value of the cell alone.
+  // Code with top-level `await` does not: its synchronous part ends at an `await` that cannot
+  // be fenced, so the keeper stays the most recent watchdog and interrupts such a cell itself.
+  // Code with a syntax error never runs, and is evaluated as written, so that it is reported
+  // as written.
+  const FENCE_SUFFIX = '\n;const {} = globalThis[Symbol.for("cellgate.fence")]();';
 
-  // The source the inspector evaluates for a cell, and by how much its first line is shifted.
   function prepareSource(code) {
     let source = rewriteImports(code);
     // A lone `{ ... }` is read as an object literal, not a block, as in the Node REPL.
     if (/^\s*\{/.test(code) && !/;\s*$/.test(code) && syntaxOf(`(${code}\n)`) !== 'invalid') {
       source = `(${code}\n)`;
     }
-    switch (syntaxOf(source)) {
-      case 'plain':
-        return { source: PLAIN_PREFIX + source + PLAIN_SUFFIX, shift: PREFIX_LENGTH };
-      case 'await':
-        return { source: AWAIT_PREFIX + source, shift: PREFIX_LENGTH };
-      default:
-        // A syntax error: evaluated as written, so that it is reported as written.
-        return { source, shift: 0 };
-    }
+    if (syntaxOf(source) === 'plain') return { source: source + FENCE_SUFFIX, guarded: true };
+    return { source, guarded: false };
   }
 
   // 'plain' for a script, 'await' for code that is valid only with top-level `await` (it
@@ -1099,35 +1091,42 @@ function runDriver() {
 
     // A guarded run without the keeper would leave SIGINT's default action (death) behind.
     if (Atomics.load(shared, SHARED.keeperUp) === 0) awaitKeeper();
-    setState(cell.id, PHASE.sync);
-    // If the keeper is arming a watchdog right now, let it finish, so that the cell's watchdog
-    // is armed after it and is the one that gets the SIGINTs (see runKeeper).
-    for (let i = 0; i < 100 && Atomics.load(shared, SHARED.keeperEntering) === 1; i++) {
-      Atomics.wait(shared, SHARED.keeperEntering, 1, 1);
+    let prepared;
+    try {
+      prepared = prepareSource(code);
+    } catch (error) {
+      cell.finish({ error });
+      return;
     }
-    globalThis[RUN_GUARDED] = () => {
-      const { source, shift } = prepareSource(code);
-      cell.shift = shift;
-      Atomics.store(shared, SHARED.mainGuarded, 1);
+    const evaluate = () =>
+      session.post(
+        'Runtime.evaluate',
+        { expression: prepared.source, replMode: true, silent: true, objectGroup: OBJECT_GROUP },
+        (error, reply) => onEvaluated(cell, error, reply),
+      );
+
+    setState(cell.id, PHASE.sync);
+    if (!prepared.guarded) {
+      evaluate();
+    } else {
+      // If the keeper is arming a watchdog right now, let it finish, so that the cell's
+      // watchdog is armed after it and is the one that gets the SIGINTs (see runKeeper).
+      for (let i = 0; i < 100 && Atomics.load(shared, SHARED.keeperEntering) === 1; i++) {
+        Atomics.wait(shared, SHARED.keeperEntering, 1, 1);
+      }
+      globalThis[RUN_GUARDED] = () => {
+        Atomics.store(shared, SHARED.mainGuarded, 1);
+        evaluate();
+      };
       try {
-        session.post(
-          'Runtime.evaluate',
-          { expression: source, replMode: true, silent: true, objectGroup: OBJECT_GROUP },
-          (error, reply) => onEvaluated(cell, error, reply),
-        );
+        guard.runInThisContext({ breakOnSigint: true });
+      } catch (error) {
+        cell.finish(error && error.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED' ? { interrupted: true } : { error });
       } finally {
+        globalThis[RUN_GUARDED] = null;
         Atomics.store(shared, SHARED.mainGuarded, 0);
         Atomics.notify(shared, SHARED.mainGuarded);
       }
-    };
-    try {
-      guard.runInThisContext({ breakOnSigint: true });
-    } catch (error) {
-      cell.finish(error && error.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED' ? { interrupted: true } : { error });
-    } finally {
-      globalThis[RUN_GUARDED] = null;
-      Atomics.store(shared, SHARED.mainGuarded, 0);
-      Atomics.notify(shared, SHARED.mainGuarded);
     }
     if (!cell.outcome) setState(cell.id, PHASE.async);
   }
@@ -1142,13 +1141,14 @@ function runDriver() {
     try {
       if (cell.outcome) return;
       if (error) {
-        cell.finish({ error });
+        // The inspector reports an evaluation stopped by an interrupt as an error of its own.
+        cell.finish(/terminated/i.test(error.message) ? { interrupted: true } : { error });
+      } else if (reply.exceptionDetails && !reply.exceptionDetails.exception) {
+        const text = reply.exceptionDetails.text || 'evaluation failed';
+        cell.finish(/terminated/i.test(text) ? { interrupted: true } : { error: new Error(text) });
       } else if (reply.exceptionDetails) {
         const details = reply.exceptionDetails;
-        const thrown = details.exception
-          ? remoteValue(details.exception)
-          : new Error(details.text || 'evaluation failed');
-        cell.finish({ error: thrown, details });
+        cell.finish({ error: remoteValue(details.exception), details });
       } else {
         const value = remoteValue(reply.result);
         if (util.types.isPromise(value)) {
@@ -1176,7 +1176,7 @@ function runDriver() {
         frames = [['error', JSON.stringify(interruptedError())]];
         status = 'error';
       } else if ('error' in result) {
-        frames = [['error', JSON.stringify(errorContent(result.error, result.details, cell.code, cell.shift))]];
+        frames = [['error', JSON.stringify(errorContent(result.error, result.details, cell.code))]];
         status = 'error';
       } else if (result.value !== undefined) {
         frames = [['result', JSON.stringify({ data: mimeBundle(result.value), metadata: {} })]];
@@ -1233,7 +1233,6 @@ function runDriver() {
 
   // Stack lines without the driver's own frames: everything below the inspector call is the
   // driver's, and driver frames between user frames (display() calling `_toHtml`) go too.
-  // Columns on the first line of cells lose the prefix that prepareSource added.
   function userStack(stack) {
     const lines = [];
     for (const line of stack.split('\n')) {
@@ -1241,18 +1240,12 @@ function runDriver() {
         if (line.includes('node:inspector') || line.includes(GUARD_FILE)) break;
         if (line.includes(__filename)) continue;
       }
-      lines.push(unshiftColumns(line));
+      lines.push(line);
     }
     return lines;
   }
 
-  function unshiftColumns(text) {
-    return text.replace(/<anonymous>:1:(\d+)/g, (match, column) =>
-      Number(column) > PREFIX_LENGTH ? `<anonymous>:1:${Number(column) - PREFIX_LENGTH}` : match,
-    );
-  }
-
-  function errorContent(thrown, details, code, shift = 0) {
+  function errorContent(thrown, details, code) {
     if (!isError(thrown)) {
       const text = safeInspect(thrown);
       return { ename: 'Uncaught', evalue: text, traceback: [`Uncaught ${text}`] };
@@ -1273,8 +1266,7 @@ function runDriver() {
     if (!hasFrames && ename === 'SyntaxError' && details && code !== undefined) {
       const lineNumber = details.lineNumber || 0;
       const sourceLine = code.split('\n')[lineNumber];
-      let column = details.columnNumber || 0;
-      if (lineNumber === 0) column = Math.max(0, column - shift);
+      const column = details.columnNumber || 0;
       if (sourceLine !== undefined) {
         traceback.unshift(
           `line ${lineNumber + 1}:`,

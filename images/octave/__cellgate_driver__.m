@@ -4,9 +4,9 @@
 ## frames to the forwarder, fd 8 the forwarder's replies, fd 5 is the runner's stderr, and the
 ## user's fds 1 and 2 are FIFOs that the forwarder reads and passes on as output while cells
 ## run (docs/driver-protocol.md describes the frames). Fd 0 is the interpreter's prompt input,
-## and fds 3 and 9 keep copies of it and of the stdout FIFO, since fds 0 and 1 are pointed
-## elsewhere at times. The driver asks the forwarder for each command instead of reading the
-## runner's pipe itself, for the reason below.
+## and fd 9 keeps a copy of the stdout FIFO, since fd 1 is pointed elsewhere at times. The
+## driver asks the forwarder for each command instead of reading the runner's pipe itself, for
+## the reason below.
 ##
 ## Octave cannot catch an interrupt: it unwinds every function call up to the interpreter's
 ## prompt. The driver therefore runs under the prompt of an interactive Octave, and the prompt's
@@ -17,6 +17,10 @@
 ## command only takes effect when the command arrives, and the forwarder then hands the command
 ## out again.
 ##
+## The prompt's input must stay on fd 0, where a prompt reading end-of-file would end Octave, so
+## the user's code cannot be given /dev/null there; system.m gives it to the commands a cell
+## runs instead.
+##
 ## Cells are evaluated in the base workspace. Octave prints `x = 3` for statements without a
 ## semicolon itself, as MATLAB users expect, so a cell has no `result`; figures it leaves open
 ## are sent as PNG images and closed.
@@ -25,17 +29,18 @@ function varargout = __cellgate_driver__ (request, varargin)
   ## The driver's functions and state must survive `clear all` in a cell.
   mlock ();
   if (nargin > 0)
-    ## A service for the functions that stand in for Octave's own (input.m).
+    ## A service for the functions that stand in for Octave's own (input.m, system.m).
     switch (request)
       case "input"
         varargout{1} = request_input (varargin{:});
+      case "interrupts"
+        varargout{1} = interrupts_seen ();
       otherwise
         error ("__cellgate_driver__: unknown request %s", request);
     endswitch
     return;
   endif
-  state = store ();
-  if (! isempty (state) && state.serving)
+  if (numel (dbstack ()) > 1)
     ## A prompt inside a cell (the debugger's) has read the line meant for the interpreter's
     ## prompt. Leaving the debugger unwinds the cell like an interrupt, which the driver survives.
     if (isdebugmode ())
@@ -43,6 +48,7 @@ function varargout = __cellgate_driver__ (request, varargin)
     endif
     return;
   endif
+  state = store ();
   unwind_protect
     if (isempty (state) || ! state.started)
       start ();
@@ -51,8 +57,8 @@ function varargout = __cellgate_driver__ (request, varargin)
     endif
     serve ();
   unwind_protect_cleanup
-    ## Only an interrupt ends serve(). The prompt is about to read its next line from fd 0 and to
-    ## print a newline and a prompt, which must not reach the user's output.
+    ## Only an interrupt, or a failure of the driver itself, ends serve(). The prompt is about to
+    ## print a newline and read its next line, and the newline must not reach the user's output.
     after_interrupt ();
   end_unwind_protect
 endfunction
@@ -81,7 +87,6 @@ function start ()
   if (! interrupted)
     s = struct ();
     s.started = false;
-    s.serving = false;
     s.in_cell = false;
     s.cell_count = 0;
     s.resyncs = 0;
@@ -118,18 +123,23 @@ function open_channels ()
   s.frames = reopen (s, "frames", "/dev/fd/4", "w");
   s.replies = reopen (s, "replies", "/dev/fd/8", "r");
   s.diagnostics = reopen (s, "diagnostics", "/dev/fd/5", "a");
-  s.null_in = reopen (s, "null_in", "/dev/null", "r");
+  ## Fd 1 writes to /dev/null while the prompt writes, and the user's FIFO at all other times.
   s.null_out = reopen (s, "null_out", "/dev/null", "w");
-  ## The prompt's input and the FIFO the user's output goes to: fd 0 reads from /dev/null
-  ## except while the prompt reads, and fd 1 writes to /dev/null while the prompt writes.
-  s.prompt_in = reopen (s, "prompt_in", "/dev/fd/3", "r");
   s.user_out = reopen (s, "user_out", "/dev/fd/9", "w");
-  if (any ([s.frames, s.replies, s.null_in, s.null_out, s.prompt_in, s.user_out] < 0))
-    fprintf (stderr, "cellgate-octave: the driver's descriptors are not set up\n");
+  store (s);
+  if (any ([s.frames, s.replies, s.null_out, s.user_out] < 0))
+    diagnose ("the driver's descriptors are not set up; was it started by launch.sh?");
     quit (2, "force");
   endif
-  store (s);
-  dup2 (s.null_in, 0);
+endfunction
+
+## Writes a line for the runner's log, on the runner's stderr.
+function diagnose (message)
+  s = store ();
+  if (isfield (s, "diagnostics") && is_open (s.diagnostics))
+    fprintf (s.diagnostics, "cellgate-octave: %s\n", message);
+    fflush (s.diagnostics);
+  endif
 endfunction
 
 function fid = reopen (s, name, path, mode)
@@ -144,14 +154,14 @@ function open = is_open (fid)
   open = fid >= 0 && ! isempty (fopen (fid));
 endfunction
 
-## Sets things up the way they must be after every interrupt: stdin from /dev/null, stdout to
-## the user's FIFO, the reply stream in step with the frames; then lets the forwarder answer for
-## the request that was cut short.
+## Sets things up the way they must be after every interrupt: stdout to the user's FIFO, the
+## reply stream in step with the frames; then lets the forwarder answer for the request that was
+## cut short.
 function recover ()
-  s = store ();
   open_channels ();
   s = store ();
-  dup2 (s.null_in, 0);
+  ## What the prompt printed after the interrupt is still buffered: it goes to /dev/null first.
+  fflush (stdout);
   dup2 (s.user_out, 1);
   s.in_cell = false;
   store (s);
@@ -172,18 +182,10 @@ function resync ()
 endfunction
 
 function after_interrupt ()
-  s = store ();
-  if (isempty (s))
-    return;
-  endif
-  s.serving = false;
-  store (s);
   fflush (stdout);
   fflush (stderr);
-  if (isfield (s, "prompt_in") && is_open (s.prompt_in))
-    dup2 (s.prompt_in, 0);
-  endif
-  if (isfield (s, "null_out") && is_open (s.null_out))
+  s = store ();
+  if (isstruct (s) && isfield (s, "null_out") && is_open (s.null_out))
     dup2 (s.null_out, 1);
   endif
 endfunction
@@ -208,7 +210,7 @@ function skip_replies_until (token)
 endfunction
 
 function setup_session ()
-  ## Paging would hold output back, and the prompts are the forwarder's business.
+  ## Paging would hold output back, and the prompt only serves to resume the driver.
   more ("off");
   PS1 ("");
   PS2 ("");
@@ -219,8 +221,13 @@ function setup_session ()
   if (any (strcmp (available_graphics_toolkits (), "gnuplot")))
     graphics_toolkit ("gnuplot");
   endif
+  ## A visible figure is drawn by gnuplot on its screen terminal, which without a display is
+  ## text on stdout. Figures therefore stay invisible even when created with "visible" "on",
+  ## and one made visible later is drawn on the `unknown` terminal, which draws nothing.
   set (0, "defaultfigurevisible", "off");
-  ## The interpreter starts in the driver's folder; cells run in the kernel's working directory.
+  set (0, "defaultfigurecreatefcn", @(figure, varargin) set (figure, "visible", "off"));
+  setenv ("GNUTERM", "unknown");
+  ## The variable only served to find the driver; the user's environment is the runner's.
   unsetenv ("CELLGATE_DRIVER_DIR");
 endfunction
 
@@ -278,7 +285,15 @@ endfunction
 
 function lost_forwarder ()
   ## The forwarder only goes away with the runner: nobody is left to report to.
+  diagnose ("the forwarder has gone away");
   quit (0, "force");
+endfunction
+
+## How many SIGINTs the process group has received so far, as the forwarder counted them.
+function count = interrupts_seen ()
+  write_frame ("forwarder_sync", "");
+  [~, body] = read_reply ();
+  count = str2double (body);
 endfunction
 
 ## The next command from the runner, taken from the forwarder. The forwarder wakes the driver
@@ -288,16 +303,13 @@ function [kind, body] = next_command ()
     write_frame ("forwarder_next", "");
     [kind, body] = read_reply ();
   until (! strcmp (kind, "forwarder_wakeup"))
-  send_frame ("forwarder_taken", "");
+  write_frame ("forwarder_taken", "");
 endfunction
 
 ## ---------------------------------------------------------------------------------------------
 ## The main loop.
 
 function serve ()
-  s = store ();
-  s.serving = true;
-  store (s);
   while (true)
     [kind, body] = next_command ();
     try
@@ -420,10 +432,14 @@ endfunction
 ## drawing one failed, else [].
 function payload = send_figures ()
   payload = [];
-  figures = sort (findall (0, "type", "figure"));
+  ## The root's children are its figures; allchild() includes those with hidden handles.
+  figures = sort (allchild (0));
+  if (isempty (figures))
+    return;
+  endif
   for handle = figures(:)'
     try
-      position = get (handle, "position");
+      position = getpixelposition (handle);
       file = [tempname() ".png"];
       print (handle, "-dpngcairo", file, sprintf ("-S%d,%d", round (position(3)),
                                                   round (position(4))));
@@ -548,6 +564,11 @@ function reply = is_complete (request)
     endif
     continued = ! isempty (regexp (line, '(\.\.\.|\\)\s*$', "once"));
     brackets += sum (ismember (line, "([{")) - sum (ismember (line, ")]}"));
+    ## `end` inside brackets is an index, not the end of a block.
+    do
+      previous = line;
+      line = regexprep (line, '\([^][(){}]*\)|\[[^][(){}]*\]|\{[^][(){}]*\}', " ");
+    until (strcmp (line, previous))
     words = regexp (line, '(?<![\w.])[A-Za-z_]\w*', "match");
     depth += sum (ismember (words, {"if", "for", "parfor", "while", "switch", "try", "do", ...
                                     "function", "unwind_protect", "classdef", "methods", ...

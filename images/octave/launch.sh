@@ -10,15 +10,16 @@
 # separate process, forward.pl, reads them and owns the runner's event pipe. It also reads the
 # runner's commands and hands them to the driver one at a time, and it keeps the interpreter's
 # prompt supplied with the line that resumes the driver after an interrupt (forward.pl and the
-# driver explain why). Octave's fd 0 is that prompt input (the driver points it at /dev/null
-# whenever the prompt is not reading, and keeps a copy on fd 3, as it does of the stdout FIFO on
-# fd 9), fd 4 takes its frames to the forwarder and fd 8 brings the forwarder's replies. Every FIFO end is first opened for reading and writing (`<>`), which
-# never blocks; Octave's own ends are then reopened in one direction, so that it sees
-# end-of-file or EPIPE when the forwarder is gone. The FIFOs are unlinked before Octave starts:
-# the open descriptors keep them alive.
+# driver explain why). Octave's fd 0 is that prompt input (system.m gives the commands of a
+# cell /dev/null instead), fd 4 takes its frames to the forwarder, fd 8 brings the forwarder's
+# replies and fd 9 is a copy of the stdout FIFO, since the driver points fd 1 elsewhere at
+# times. Every FIFO end is first opened for reading and writing (`<>`), which never blocks;
+# Octave's own ends are then reopened in one direction, so that it sees end-of-file or EPIPE
+# when the forwarder is gone. The FIFOs are unlinked before Octave starts: the open descriptors
+# keep them alive.
 set -eu
 
-here=$(dirname -- "$0")
+here=$(cd -- "$(dirname -- "$0")" && pwd)
 for program in octave-cli perl; do
     if ! command -v "$program" >/dev/null 2>&1; then
         echo "cellgate: $program was not found on PATH" >&2
@@ -52,14 +53,14 @@ exec 9<&0 4<>"$fifos/frames" 5<>"$fifos/replies" 6<>"$fifos/stdout" 7<>"$fifos/s
 ) &
 
 exec 0<"$fifos/prompt" 4>"$fifos/frames" 8<"$fifos/replies" 5>&2 6<&- 7<&-
-exec 3<&0 1<>"$fifos/stdout" 2<>"$fifos/stderr" 9>&1
+exec 1<>"$fifos/stdout" 2<>"$fifos/stderr" 9>&1
 rm -rf -- "$fifos"
 trap - EXIT
 
 # An interactive Octave, so that an interrupt returns to the prompt instead of ending Octave;
 # the prompt reads plain lines, keeps no history and draws no windows. The driver's folder is
-# added to the path from within, with the warnings about input.m and keyboard.m standing in for
-# Octave's own functions turned off first.
+# added to the path from within, once the warnings about its files standing in for Octave's
+# own functions are turned off.
 CELLGATE_DRIVER_DIR=$here
 export CELLGATE_DRIVER_DIR
 exec octave-cli --quiet --no-init-file --no-history --no-window-system --interactive \

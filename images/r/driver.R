@@ -94,10 +94,10 @@ read_reply <- function() {
     header <- c(header, byte)
   }
   parts <- strsplit(rawToChar(header), " ", fixed = TRUE)[[1L]]
-  length <- as.integer(parts[2L])
+  size <- as.integer(parts[2L])
   body <- raw(0)
-  while (length(body) < length) {
-    chunk <- readBin(replies, "raw", length - length(body))
+  while (length(body) < size) {
+    chunk <- readBin(replies, "raw", size - length(body))
     if (length(chunk) == 0L) stop("the forwarder has closed its replies")
     body <- c(body, chunk)
   }
@@ -424,8 +424,9 @@ run_user <- function(thunk) {
     withCallingHandlers(
       list(kind = "value", value = allowInterrupts({
         value <- withVisible(thunk())
-        # An interrupt that arrived during a system() call only becomes pending, since R
-        # waits for the child it killed; it must still stop the cell.
+        # An interrupt that R only noted while it was busy (system2() waiting for the child
+        # the interrupt killed, for one) is pending now; it must stop this cell, not a later
+        # step of the driver.
         Sys.sleep(0)
         value
       })),
@@ -619,7 +620,6 @@ run_cell <- function(code) {
 
 execute <- function(code) {
   driver$cell_count <- cell_count + 1L
-  driver$cell_interrupts <- interrupts_seen()
   driver$cell_running <- TRUE
   status <- tryCatch(run_cell(code), error = function(e) {
     # A failure of the driver itself: the user should still see that the cell did not finish.
@@ -639,32 +639,28 @@ execute <- function(code) {
 }
 
 # R's system(), like C's, ignores SIGINT while it waits for its child: an interrupt kills the
-# child, and the cell would go on as if the command had just failed. After every system() and
-# system2() call the forwarder's count of SIGINTs tells whether the cell was interrupted meanwhile.
-cell_interrupts <- 0
-
-stop_if_interrupted <- function() {
-  if (!cell_running) return(invisible())
-  count <- interrupts_seen()
-  if (count > cell_interrupts) {
-    driver$cell_interrupts <- count
+# child, and the cell would go on as if the command had just failed. The forwarder's count of
+# SIGINTs before and after every system() and system2() call tells whether one arrived meanwhile.
+stop_if_interrupted <- function(before) {
+  if (cell_running && interrupts_seen() > before) {
     stop(structure(class = c("interrupt", "condition"), list(message = "", call = NULL)))
   }
   invisible()
 }
 
-# A function of the base package that checks for interrupts after it returns. It has the
-# original's arguments, so that args() and completion still show them.
+# A function of the base package that stops the cell when an interrupt arrived while it ran. It
+# has the original's arguments, so that args() and completion still show them.
 checking_interrupts <- function(original) {
   checked <- function() NULL
   formals(checked) <- formals(original)
   body(checked) <- substitute({
+    before <- COUNT()
     call <- sys.call()
     call[[1L]] <- ORIGINAL
     value <- withVisible(eval(call, parent.frame()))
-    CHECK()
+    CHECK(before)
     if (value$visible) value$value else invisible(value$value)
-  }, list(ORIGINAL = original, CHECK = stop_if_interrupted))
+  }, list(ORIGINAL = original, COUNT = interrupts_seen, CHECK = stop_if_interrupted))
   environment(checked) <- baseenv()
   checked
 }

@@ -30,9 +30,11 @@
 # Frames whose kind starts with `forwarder_` are requests to this process and are not passed
 # on:
 #
-#   forwarder_sync BODY    replies `ack` with the SIGINT count, a space and BODY
+#   forwarder_sync BODY    replies `ack` with the SIGINT count, followed by a space and BODY
+#                          if BODY is not empty
 #   forwarder_next         replies with the next command from the runner (command mode)
-#   forwarder_taken        the driver has read the command completely and starts on it
+#   forwarder_taken        the driver has read the command completely and starts on it; this
+#                          one has no reply, since frames are handled in order anyway
 #   forwarder_interrupted  the driver was interrupted and has recovered (see below)
 #
 # A SIGINT that arrives while the driver waits for a command is answered with a
@@ -292,7 +294,6 @@ sub handle_request {
         my $command = shift @commands;
         my $request = $command ? $command->[0] : '';
         push @answering, $request if $request eq 'execute' || $FALLBACK_REPLY{$request};
-        reply('ack', $interrupts);
     } elsif ($kind eq 'forwarder_interrupted') {
         # A command handed out but not taken is handed out again on the next request.
         answer_for_interrupted_driver();
@@ -304,10 +305,10 @@ sub handle_request {
     return 1;
 }
 
-# Passes one of the driver's events on; in command mode an answer to a request nobody waits
-# for any more is dropped.
 my $ready_sent = 0;
 
+# Passes one of the driver's events on; in command mode an answer to a request nobody waits
+# for any more is dropped.
 sub forward_event {
     my ($kind, $body) = @_;
     # A driver interrupted while it started may announce itself twice.

@@ -16,7 +16,7 @@
 # FIFOs are unlinked before R starts: the open descriptors keep them alive.
 set -eu
 
-here=$(dirname -- "$0")
+here=$(cd -- "$(dirname -- "$0")" && pwd)
 for program in Rscript perl; do
     if ! command -v "$program" >/dev/null 2>&1; then
         echo "cellgate: $program was not found on PATH" >&2

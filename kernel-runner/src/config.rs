@@ -70,6 +70,15 @@ pub struct RunnerArgs {
     /// Docker backend: a Docker network for kernels; without it kernels have no network.
     #[arg(long, env = "CELLGATE_KERNEL_NETWORK")]
     pub kernel_network: Option<String>,
+    /// The volume batch jobs live on, shared by every runner (default: the data directory).
+    #[arg(long, env = "CELLGATE_JOBS_VOLUME")]
+    pub jobs_volume: Option<PathBuf>,
+    /// Batch jobs run at once on this runner (default: the number of cores).
+    #[arg(long, env = "CELLGATE_JOB_SLOTS")]
+    pub job_slots: Option<usize>,
+    /// Seconds without a heartbeat after which a node's jobs go to other runners.
+    #[arg(long, env = "CELLGATE_NODE_STALE_SECONDS", default_value_t = 15.0)]
+    pub node_stale_seconds: f64,
 }
 
 /// A checked runner configuration.
@@ -91,6 +100,11 @@ pub struct RunnerConfig {
     pub image_tag: String,
     pub limits: crate::backend::sandbox::Limits,
     pub kernel_network: Option<String>,
+    /// The job volume; `None` turns the batch worker off.
+    pub jobs_volume: Option<PathBuf>,
+    pub jobs: crate::jobs::worker::WorkerSettings,
+    /// The largest job upload, all files together.
+    pub max_job_upload_bytes: u64,
 }
 
 impl RunnerConfig {
@@ -113,6 +127,9 @@ impl RunnerConfig {
             image_tag: "latest".to_owned(),
             limits: crate::backend::sandbox::Limits::default(),
             kernel_network: None,
+            jobs_volume: None,
+            jobs: crate::jobs::worker::WorkerSettings::new(String::new()),
+            max_job_upload_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 
@@ -162,6 +179,15 @@ impl RunnerConfig {
         if args.kernel_pids < 16 {
             problems.push(format!("--kernel-pids {} is below 16", args.kernel_pids));
         }
+        if args.job_slots == Some(0) || args.job_slots.unwrap_or(0) > 1024 {
+            problems.push("--job-slots is not between 1 and 1024".to_owned());
+        }
+        if !(args.node_stale_seconds >= 1.0 && args.node_stale_seconds <= 3600.0) {
+            problems.push(format!(
+                "--node-stale-seconds {} is not between 1 and 3600",
+                args.node_stale_seconds
+            ));
+        }
         if args.pool_size.unwrap_or(0) > 64 {
             problems.push("--pool-size is above 64".to_owned());
         }
@@ -194,6 +220,17 @@ impl RunnerConfig {
         config.limits.cpus = args.kernel_cpus;
         config.limits.pids = args.kernel_pids;
         config.kernel_network = args.kernel_network.clone();
+        config.jobs_volume = Some(
+            args.jobs_volume
+                .clone()
+                .unwrap_or_else(|| config.data_dir.clone()),
+        );
+        if let Some(slots) = args.job_slots {
+            config.jobs.slots = slots;
+        }
+        config.jobs.stale_after = Duration::from_secs_f64(args.node_stale_seconds);
+        config.jobs.heartbeat_interval =
+            (config.jobs.stale_after / 5).max(Duration::from_millis(200));
         Ok(config)
     }
 }

@@ -139,8 +139,70 @@ pub static RUBY: Language = Language {
     }],
 };
 
+pub static R: Language = Language {
+    kernel_name: "ir",
+    image: "r",
+    display_name: "R",
+    language: "R",
+    runtime: "Rscript",
+    argv: &["sh", "{dir}/launch.sh"],
+    files: &[
+        DriverFile {
+            name: "launch.sh",
+            source: include_str!("../../images/r/launch.sh"),
+        },
+        DriverFile {
+            name: "driver.R",
+            source: include_str!("../../images/r/driver.R"),
+        },
+        DriverFile {
+            name: "forward.pl",
+            source: include_str!("../../images/r/forward.pl"),
+        },
+    ],
+};
+
+pub static OCTAVE: Language = Language {
+    kernel_name: "octave",
+    image: "octave",
+    display_name: "Octave",
+    language: "octave",
+    runtime: "octave-cli",
+    argv: &["sh", "{dir}/launch.sh"],
+    files: &[
+        DriverFile {
+            name: "launch.sh",
+            source: include_str!("../../images/octave/launch.sh"),
+        },
+        DriverFile {
+            name: "forward.pl",
+            source: include_str!("../../images/octave/forward.pl"),
+        },
+        DriverFile {
+            name: "__cellgate_driver__.m",
+            source: include_str!("../../images/octave/__cellgate_driver__.m"),
+        },
+        DriverFile {
+            name: "input.m",
+            source: include_str!("../../images/octave/input.m"),
+        },
+        DriverFile {
+            name: "keyboard.m",
+            source: include_str!("../../images/octave/keyboard.m"),
+        },
+        DriverFile {
+            name: "system.m",
+            source: include_str!("../../images/octave/system.m"),
+        },
+        DriverFile {
+            name: "finish.m",
+            source: include_str!("../../images/octave/finish.m"),
+        },
+    ],
+};
+
 /// Every language cellgate knows, in the order kernelspecs list them.
-pub static ALL: &[&Language] = &[&PYTHON, &JAVASCRIPT, &BASH, &PHP, &RUBY];
+pub static ALL: &[&Language] = &[&PYTHON, &JAVASCRIPT, &BASH, &PHP, &RUBY, &R, &OCTAVE];
 
 /// The languages one runner offers, with the default kernel first.
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@ pub mod api;
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod jobs;
 pub mod kernel;
 pub mod languages;
 
@@ -71,8 +72,14 @@ pub async fn run(
     let manager = Arc::new(KernelManager::new(backend, languages, settings));
     let stop_pool = CancellationToken::new();
     manager.start_pool(stop_pool.clone());
+    let stop_jobs = CancellationToken::new();
+    let (jobs, worker) = match start_jobs(&config, stop_jobs.clone())? {
+        Some((api, worker)) => (Some(api), Some(worker)),
+        None => (None, None),
+    };
     let state = Arc::new(api::AppState {
         manager: manager.clone(),
+        jobs,
         secret: config.secret.clone(),
         runner_id: config.runner_id.clone(),
         max_message_size: config.max_message_size,
@@ -89,6 +96,58 @@ pub async fn run(
     )
     .await;
     stop_pool.cancel();
+    stop_jobs.cancel();
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
     manager.shutdown_all().await;
     Ok(())
+}
+
+/// The jobs API and the worker's task.
+type StartedJobs = (Arc<api::jobs::JobsApi>, tokio::task::JoinHandle<()>);
+
+/// Opens the job volume and starts the batch worker, when the runner has a volume.
+fn start_jobs(
+    config: &RunnerConfig,
+    shutdown: CancellationToken,
+) -> Result<Option<StartedJobs>, RunnerError> {
+    let Some(volume) = &config.jobs_volume else {
+        return Ok(None);
+    };
+    let store = jobs::JobStore::open(volume).map_err(|error| RunnerError::Filesystem {
+        path: volume.clone(),
+        source: std::io::Error::other(error),
+    })?;
+    let executor: Arc<dyn jobs::execute::Executor> = match config.backend {
+        BackendKind::Process => Arc::new(jobs::process::ProcessExecutor),
+        BackendKind::Docker => Arc::new(jobs::execute::NoPrograms),
+    };
+    let mut settings = config.jobs.clone();
+    settings.node = config.runner_id.clone();
+    let stale_after = settings.stale_after;
+    let worker = jobs::Worker::new(store, executor, settings);
+    let defaults = cellgate_protocol::job::JobLimits {
+        timeout_seconds: 60.0,
+        cpus: config.limits.cpus,
+        memory_bytes: config.limits.memory_bytes.min(512 * 1024 * 1024),
+        retries: 0,
+        output_bytes: 16 * 1024 * 1024,
+    };
+    let max = cellgate_protocol::job::JobLimits {
+        timeout_seconds: 24.0 * 3600.0,
+        cpus: config.limits.cpus,
+        memory_bytes: config.limits.memory_bytes,
+        retries: 10,
+        output_bytes: 1024 * 1024 * 1024,
+    };
+    let api = Arc::new(api::jobs::JobsApi {
+        worker: worker.clone(),
+        defaults,
+        max,
+        max_upload_bytes: config.max_job_upload_bytes,
+        stale_after,
+    });
+    let handle = tokio::spawn(worker.run(shutdown));
+    Ok(Some((api, handle)))
 }

@@ -6,6 +6,7 @@
 
 pub mod content;
 pub mod driver;
+pub mod job;
 pub mod message;
 pub mod model;
 pub mod wire;

@@ -49,14 +49,13 @@ pub async fn open(
             status: StatusCode::NOT_FOUND,
             ..
         } => {
-            gateway.owners.forget(&kernel);
+            gateway.balancer.owners.forget(&kernel);
             GatewayError::KernelNotFound {
                 kernel_id: kernel.to_string(),
             }
         }
         other => other,
     })?;
-    backend.session_opened();
     Session {
         kernel,
         runner_url: backend.url().clone(),
@@ -64,6 +63,10 @@ pub async fn open(
         client: hyper::upgrade::on(&mut request),
         settings: gateway.websocket.clone(),
         permit: connection.permit.clone(),
+        counted: backend.session_opened(),
+        runner_gone: backend.life(),
+        metrics: gateway.metrics.clone(),
+        upstream: gateway.upstream.clone(),
     }
     .spawn(&gateway.tasks);
     Ok(upgrade.accept(runner.protocol))

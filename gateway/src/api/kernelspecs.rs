@@ -21,7 +21,7 @@ pub async fn list(gateway: &Gateway) -> Result<Response, GatewayError> {
 /// The kernelspecs of every healthy runner. The default and any name offered twice come from
 /// the first runner in the configured order, so the answer does not flap between calls.
 pub async fn gather(gateway: &Gateway) -> Result<KernelSpecs, GatewayError> {
-    let healthy: Vec<Arc<Backend>> = gateway.balancer.healthy().cloned().collect();
+    let healthy: Vec<Arc<Backend>> = gateway.balancer.healthy();
     let answers =
         futures_util::future::join_all(healthy.iter().map(|backend| fetch(gateway, backend))).await;
     let mut merged: Option<KernelSpecs> = None;
@@ -62,7 +62,7 @@ async fn fetch(gateway: &Gateway, backend: &Backend) -> Result<KernelSpecs, Gate
 
 /// One kernelspec, from the first healthy runner that has it.
 pub async fn get(gateway: &Gateway, name: &str) -> Result<Response, GatewayError> {
-    let healthy: Vec<Arc<Backend>> = gateway.balancer.healthy().cloned().collect();
+    let healthy: Vec<Arc<Backend>> = gateway.balancer.healthy();
     if healthy.is_empty() {
         return Err(GatewayError::NoHealthyRunner);
     }

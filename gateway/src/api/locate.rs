@@ -1,9 +1,10 @@
-//! Finding the runner that owns a kernel: the gateway's own record first, then every runner
-//! is asked, so kernels started through another gateway replica, or before a restart, are
-//! still found.
+//! Finding the runner that owns a kernel: the gateway's own record first, then the kernels
+//! reported dead because their runner is gone, then every runner is asked, so kernels started
+//! through another gateway replica, or before a restart, are still found.
 
 use std::sync::Arc;
 
+use cellgate_protocol::model::KernelModel;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::StatusCode;
 use uuid::Uuid;
@@ -13,24 +14,48 @@ use crate::error::{chain, GatewayError};
 use crate::proxy::upstream::Outbound;
 use crate::state::Gateway;
 
-pub async fn owner(gateway: &Gateway, kernel: Uuid) -> Result<Arc<Backend>, GatewayError> {
-    let known = gateway
+/// Where a kernel is.
+#[derive(Debug)]
+pub enum Whereabouts {
+    /// On this runner, which is not known to be gone.
+    Runner(Arc<Backend>),
+    /// Its runner is gone; this is its last known model, marked dead.
+    Dead(KernelModel),
+}
+
+pub async fn find(gateway: &Gateway, kernel: Uuid) -> Result<Whereabouts, GatewayError> {
+    let balancer = &gateway.balancer;
+    let known = balancer
         .owners
         .get(&kernel)
-        .and_then(|index| gateway.balancer.backend(index));
-    match known {
-        Some(backend) => Ok(backend.clone()),
-        None => discover(gateway, kernel).await,
+        .and_then(|id| balancer.backend(id));
+    if let Some(backend) = known {
+        return Ok(Whereabouts::Runner(backend));
+    }
+    if let Some(dead) = balancer.graveyard.get(&kernel) {
+        return Ok(Whereabouts::Dead(dead));
+    }
+    discover(gateway, kernel).await.map(Whereabouts::Runner)
+}
+
+/// The kernel's live runner; a kernel whose runner is gone is an error here.
+pub async fn owner(gateway: &Gateway, kernel: Uuid) -> Result<Arc<Backend>, GatewayError> {
+    match find(gateway, kernel).await? {
+        Whereabouts::Runner(backend) => Ok(backend),
+        Whereabouts::Dead(model) => Err(GatewayError::KernelGone {
+            kernel_id: model.id,
+            reason: model.reason.unwrap_or_default(),
+        }),
     }
 }
 
-/// Asks every runner, healthy or not (one just restarted may not have been checked yet), and
-/// takes the first that knows the kernel.
+/// Asks every runner that is not gone, healthy or not (one just restarted may not have been
+/// checked yet), and takes the first that knows the kernel.
 async fn discover(gateway: &Gateway, kernel: Uuid) -> Result<Arc<Backend>, GatewayError> {
-    let mut asking: FuturesUnordered<_> = gateway
-        .balancer
-        .backends()
+    let backends = gateway.balancer.backends();
+    let mut asking: FuturesUnordered<_> = backends
         .iter()
+        .filter(|backend| !backend.is_gone())
         .map(|backend| async move {
             let outbound = Outbound::get(format!("/api/kernels/{kernel}"));
             let answer = gateway
@@ -43,7 +68,8 @@ async fn discover(gateway: &Gateway, kernel: Uuid) -> Result<Arc<Backend>, Gatew
     while let Some((backend, answer)) = asking.next().await {
         match answer {
             Ok(answer) if answer.status == StatusCode::OK => {
-                gateway.owners.record(kernel, backend.index());
+                let model: Option<KernelModel> = answer.json(backend.url(), "kernel model").ok();
+                gateway.balancer.owners.record(kernel, backend.id(), model);
                 tracing::debug!(%kernel, runner = %backend.url(), "kernel owner discovered");
                 return Ok(backend.clone());
             }

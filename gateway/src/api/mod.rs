@@ -47,7 +47,7 @@ pub fn version() -> Response {
 /// so an orchestrator does not restart gateways because runners are down.
 pub fn health(gateway: &Gateway) -> Response {
     let runners = gateway.balancer.backends().len();
-    let healthy = gateway.balancer.healthy().count();
+    let healthy = gateway.balancer.healthy().len();
     response::json(
         StatusCode::OK,
         &json!({ "status": "ok", "runners": runners, "healthy_runners": healthy }),

@@ -1,65 +1,107 @@
-//! Active health checks: every runner's `GET /api/runner` is polled on an interval; a runner
-//! that answers with its status is healthy and its load is recorded, any other outcome takes
-//! it out of rotation until it answers again.
+//! Active health checks: every runner's `GET /api/runner` is polled on an interval (and at
+//! once when a proxied session saw its runner fail). A runner that answers is healthy and its
+//! load is recorded; one that fails takes no new kernels; one that refuses connections, or
+//! fails several checks in a row, is gone: its sessions close and its kernels are reported
+//! dead. Each check also keeps the gateway's copy of the runner's kernel list fresh enough to
+//! answer for those kernels if the runner goes.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use cellgate_protocol::model::RunnerStatus;
+use cellgate_protocol::model::{KernelModel, RunnerStatus};
 use http::StatusCode;
+use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::backend::Backend;
+use super::backend::{Backend, Transition};
 use super::Balancer;
 use crate::config::HealthSettings;
-use crate::error::{chain, GatewayError};
+use crate::error::{chain, is_refused, root_cause, GatewayError};
 use crate::proxy::upstream::{Outbound, Upstream};
 
-/// Checks every runner until `stopping` is cancelled. The first round runs at once.
+/// The shortest time between two rounds, however often the checker is nudged.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(100);
+
+/// A runner's kernel list is read again when its kernel count changes, and at least this
+/// often, so kernels started through other gateways are known before their runner can fail.
+const KERNEL_LIST_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// Checks every runner until `stopping` is cancelled: every interval, and whenever `nudge`
+/// is notified.
 pub async fn run(
     balancer: Arc<Balancer>,
     upstream: Upstream,
     settings: HealthSettings,
+    nudge: Arc<Notify>,
     stopping: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(settings.interval);
     // A slow round must not be followed by a burst of catch-up rounds.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_round = Instant::now() - MIN_ROUND_GAP;
     loop {
         tokio::select! {
             () = stopping.cancelled() => return,
-            _ = ticks.tick() => check_all(&balancer, &upstream, &settings).await,
+            _ = ticks.tick() => {}
+            () = nudge.notified() => {
+                // Several sessions of one runner fail together; one round answers them all.
+                tokio::time::sleep_until((last_round + MIN_ROUND_GAP).into()).await;
+            }
         }
+        last_round = Instant::now();
+        check_all(&balancer, &upstream, &settings).await;
     }
 }
 
 /// One round: every runner is checked concurrently.
 pub async fn check_all(balancer: &Balancer, upstream: &Upstream, settings: &HealthSettings) {
-    let checks = balancer
-        .backends()
+    let backends = balancer.backends();
+    let checks = backends
         .iter()
-        .map(|backend| check_one(backend, upstream, settings));
+        .map(|backend| check_one(balancer, backend, upstream, settings));
     futures_util::future::join_all(checks).await;
 }
 
-async fn check_one(backend: &Backend, upstream: &Upstream, settings: &HealthSettings) {
+async fn check_one(
+    balancer: &Balancer,
+    backend: &Backend,
+    upstream: &Upstream,
+    settings: &HealthSettings,
+) {
     let runner = backend.url();
     match status(backend, upstream, settings).await {
         Ok(status) => {
-            if backend.record_status(&status) {
-                tracing::info!(
+            let transition = backend.record_status(&status);
+            match transition {
+                Transition::Recovered => tracing::info!(
                     %runner,
                     runner_id = %status.runner_id,
                     version = %status.version,
                     "kernel runner healthy"
-                );
+                ),
+                Transition::Revived => tracing::warn!(
+                    %runner,
+                    runner_id = %status.runner_id,
+                    "kernel runner is back; kernels it no longer lists stay dead"
+                ),
+                _ => {}
+            }
+            if transition == Transition::Revived || backend.needs_sync(KERNEL_LIST_MAX_AGE) {
+                sync_kernels(balancer, backend, upstream, settings).await;
             }
         }
-        Err(error) => {
-            if backend.mark_unhealthy() {
+        Err(error) => match backend.record_failure(is_refused(&error)) {
+            Transition::Failed => {
                 tracing::warn!(%runner, error = %chain(&error), "kernel runner unhealthy");
             }
-        }
+            Transition::Lost => {
+                let reason = format!("kernel runner {runner} is gone: {}", root_cause(&error));
+                let dead = balancer.bury_kernels_of(backend, &reason);
+                tracing::warn!(%runner, kernels = dead, error = %chain(&error), "kernel runner gone; its kernels are dead");
+            }
+            _ => {}
+        },
     }
 }
 
@@ -69,7 +111,7 @@ async fn status(
     settings: &HealthSettings,
 ) -> Result<RunnerStatus, GatewayError> {
     let answer = upstream
-        .send_within(backend, Outbound::get("/api/runner"), settings.timeout)
+        .check(backend, Outbound::get("/api/runner"), settings.timeout)
         .await?;
     if answer.status != StatusCode::OK {
         return Err(GatewayError::RunnerStatus {
@@ -79,4 +121,34 @@ async fn status(
         });
     }
     answer.json(backend.url(), "runner status")
+}
+
+/// Reads the runner's kernel list into the owners map. A failure is only logged: the next
+/// round tries again.
+async fn sync_kernels(
+    balancer: &Balancer,
+    backend: &Backend,
+    upstream: &Upstream,
+    settings: &HealthSettings,
+) {
+    let asked = Instant::now();
+    let listed = async {
+        let answer = upstream
+            .check(backend, Outbound::get("/api/kernels"), settings.timeout)
+            .await?;
+        if answer.status != StatusCode::OK {
+            return Err(GatewayError::RunnerStatus {
+                runner: backend.url().clone(),
+                what: "GET /api/kernels",
+                status: answer.status,
+            });
+        }
+        answer.json::<Vec<KernelModel>>(backend.url(), "kernel list")
+    };
+    match listed.await {
+        Ok(models) => balancer.record_list(backend, &models, asked),
+        Err(error) => {
+            tracing::debug!(runner = %backend.url(), error = %chain(&error), "reading a runner's kernel list failed");
+        }
+    }
 }

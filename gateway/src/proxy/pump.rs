@@ -6,7 +6,8 @@
 //! both ends itself and takes an end that sends nothing (not even a pong) within the idle
 //! timeout for dead. Pings from either end are passed on, so end-to-end liveness checks keep
 //! working; the other end's pong comes back through the proxy. Pongs answering the gateway's
-//! own keepalive pings stop here.
+//! own keepalive pings stop here. When the runner is declared gone, the client is closed with
+//! 1011 and a reason naming the runner, even if the runner's connection still looks open.
 
 use std::borrow::Cow;
 
@@ -20,6 +21,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
+use super::timing::ExecuteTiming;
 use crate::config::WebsocketSettings;
 
 /// The payload of the gateway's own keepalive pings.
@@ -52,8 +54,22 @@ pub enum Ending {
     Failed { side: Side, error: WsError },
     /// One side sent nothing for the idle timeout.
     Idle { side: Side },
+    /// The gateway declared the runner gone.
+    RunnerGone,
     /// The gateway is shutting down.
     ShuttingDown,
+}
+
+/// What a pump watches besides its two sockets.
+pub struct Watch<'a> {
+    pub settings: &'a WebsocketSettings,
+    /// Cancelled when the gateway shuts down.
+    pub stopping: &'a CancellationToken,
+    /// Cancelled when the runner is declared gone.
+    pub runner_gone: &'a CancellationToken,
+    /// The runner, named in the close reason when it is gone.
+    pub runner: &'a url::Url,
+    pub timing: &'a ExecuteTiming<'a>,
 }
 
 /// What the gateway still sends one side once the session has ended.
@@ -69,16 +85,30 @@ enum Farewell {
     Nothing,
 }
 
-fn close(code: CloseCode, reason: &'static str) -> Farewell {
+fn close(code: CloseCode, reason: impl Into<Cow<'static, str>>) -> Farewell {
     Farewell::Close(Some(CloseFrame {
         code,
-        reason: Cow::Borrowed(reason),
+        reason: truncate(reason.into()),
     }))
+}
+
+/// Close reasons are limited to 123 bytes by RFC 6455.
+fn truncate(mut reason: Cow<'static, str>) -> Cow<'static, str> {
+    if reason.len() > 123 {
+        let mut end = 120;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let owned = reason.to_mut();
+        owned.truncate(end);
+        owned.push_str("...");
+    }
+    reason
 }
 
 impl Ending {
     /// What each side is told: `(client, runner)`.
-    fn farewells(&self) -> (Farewell, Farewell) {
+    fn farewells(&self, runner: &url::Url) -> (Farewell, Farewell) {
         let (client, runner) = match self {
             Ending::Closed { by, frame } => {
                 let (closer, other) = (Farewell::Flush, Farewell::Close(frame.clone()));
@@ -109,6 +139,12 @@ impl Ending {
                 close(CloseCode::Error, "kernel runner stopped answering"),
                 close(CloseCode::Away, "kernel runner idle timeout"),
             ),
+            // The runner's connection is most likely dead: nothing is sent that could wait
+            // for an answer.
+            Ending::RunnerGone => (
+                close(CloseCode::Error, format!("kernel runner {runner} is gone")),
+                Farewell::Nothing,
+            ),
             Ending::ShuttingDown => (
                 close(CloseCode::Away, "gateway shutting down"),
                 close(CloseCode::Away, "gateway shutting down"),
@@ -127,21 +163,22 @@ fn too_big(error: &WsError) -> Option<Farewell> {
 pub async fn pump<C, R>(
     client: WebSocketStream<C>,
     runner: WebSocketStream<R>,
-    settings: &WebsocketSettings,
-    stopping: &CancellationToken,
+    watch: Watch<'_>,
 ) -> Ending
 where
     C: AsyncRead + AsyncWrite + Unpin,
     R: AsyncRead + AsyncWrite + Unpin,
 {
+    let settings = watch.settings;
     let (mut client_tx, mut client_rx) = client.split();
     let (mut runner_tx, mut runner_rx) = runner.split();
     let ending = tokio::select! {
-        ending = forward(&mut client_rx, &mut runner_tx, Side::Client, settings) => ending,
-        ending = forward(&mut runner_rx, &mut client_tx, Side::Runner, settings) => ending,
-        () = stopping.cancelled() => Ending::ShuttingDown,
+        ending = forward(&mut client_rx, &mut runner_tx, Side::Client, settings, watch.timing) => ending,
+        ending = forward(&mut runner_rx, &mut client_tx, Side::Runner, settings, watch.timing) => ending,
+        () = watch.runner_gone.cancelled() => Ending::RunnerGone,
+        () = watch.stopping.cancelled() => Ending::ShuttingDown,
     };
-    let (to_client, to_runner) = ending.farewells();
+    let (to_client, to_runner) = ending.farewells(watch.runner);
     let goodbyes = futures_util::future::join(
         say_goodbye(&mut client_tx, &mut client_rx, to_client),
         say_goodbye(&mut runner_tx, &mut runner_rx, to_runner),
@@ -157,6 +194,7 @@ async fn forward<F, T>(
     to: &mut SplitSink<WebSocketStream<T>, Message>,
     side: Side,
     settings: &WebsocketSettings,
+    timing: &ExecuteTiming<'_>,
 ) -> Ending
 where
     F: AsyncRead + AsyncWrite + Unpin,
@@ -185,7 +223,13 @@ where
                     Message::Pong(payload) if payload == KEEPALIVE => continue,
                     // Reading never yields raw frames; nothing to pass on.
                     Message::Frame(_) => continue,
-                    message => message,
+                    message => {
+                        match side {
+                            Side::Client => timing.from_client(&message),
+                            Side::Runner => timing.from_runner(&message),
+                        }
+                        message
+                    }
                 }
             }
             _ = keepalive.tick() => Message::Ping(KEEPALIVE.to_vec()),
@@ -224,6 +268,7 @@ async fn say_goodbye<S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::histogram::{Histogram, LATENCY_BUCKETS};
     use std::time::Duration;
     use tokio::io::DuplexStream;
     use tokio_tungstenite::tungstenite::protocol::Role;
@@ -255,6 +300,7 @@ mod tests {
         client: Ws,
         runner: Ws,
         stopping: CancellationToken,
+        runner_gone: CancellationToken,
         pump: tokio::task::JoinHandle<Ending>,
     }
 
@@ -262,15 +308,26 @@ mod tests {
         let (gateway_client, client) = pair(Role::Server).await;
         let (gateway_runner, runner) = pair(Role::Client).await;
         let stopping = CancellationToken::new();
-        let token = stopping.clone();
-        let pump =
-            tokio::spawn(
-                async move { pump(gateway_client, gateway_runner, &settings(), &token).await },
-            );
+        let runner_gone = CancellationToken::new();
+        let (token, gone) = (stopping.clone(), runner_gone.clone());
+        let pump = tokio::spawn(async move {
+            let histogram = Histogram::new(&LATENCY_BUCKETS);
+            let timing = ExecuteTiming::new(&histogram);
+            let url = url::Url::parse("http://127.0.0.1:4000").unwrap();
+            let watch = Watch {
+                settings: &settings(),
+                stopping: &token,
+                runner_gone: &gone,
+                runner: &url,
+                timing: &timing,
+            };
+            pump(gateway_client, gateway_runner, watch).await
+        });
         Session {
             client,
             runner,
             stopping,
+            runner_gone,
             pump,
         }
     }
@@ -373,6 +430,24 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_runner_declared_gone_closes_the_client_with_its_name() {
+        let s = session().await;
+        s.runner_gone.cancel();
+        let (code, reason) = closed_with(s.client).await;
+        assert_eq!(code, CloseCode::Error);
+        assert_eq!(reason, "kernel runner http://127.0.0.1:4000/ is gone");
+        assert!(matches!(s.pump.await.unwrap(), Ending::RunnerGone));
+    }
+
+    #[test]
+    fn long_close_reasons_are_cut_to_the_protocol_limit() {
+        let long: String = "é".repeat(100);
+        let cut = truncate(Cow::Owned(long));
+        assert!(cut.len() <= 123 && cut.ends_with("..."));
+        assert_eq!(truncate(Cow::Borrowed("short")), "short");
     }
 
     #[tokio::test]

@@ -13,9 +13,13 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 use uuid::Uuid;
 
-use super::pump::{self, Ending, Side};
+use super::pump::{self, Ending, Side, Watch};
+use super::timing::ExecuteTiming;
+use super::upstream::Upstream;
 use super::websocket::{socket_config, Socket};
+use crate::balancer::backend::SessionGuard;
 use crate::config::WebsocketSettings;
+use crate::metrics::{Metrics, ProxyError};
 use crate::tasks::Tasks;
 
 /// Everything a session task owns.
@@ -28,6 +32,13 @@ pub struct Session {
     pub settings: WebsocketSettings,
     /// The client connection's slot; released when the session ends.
     pub permit: Arc<OwnedSemaphorePermit>,
+    /// Counts the session against its runner while it lives.
+    pub counted: SessionGuard,
+    /// Cancelled when the runner is declared gone.
+    pub runner_gone: CancellationToken,
+    pub metrics: Arc<Metrics>,
+    /// Told when the runner's side fails, so the gateway checks the runner at once.
+    pub upstream: Upstream,
 }
 
 /// How long hyper may take to hand over the client's connection after the `101`.
@@ -51,6 +62,10 @@ impl Session {
             client,
             settings,
             permit: _permit,
+            counted: _counted,
+            runner_gone,
+            metrics,
+            upstream,
         } = self;
         let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, client).await {
             Ok(Ok(upgraded)) => upgraded,
@@ -70,8 +85,29 @@ impl Session {
         )
         .await;
         tracing::debug!(%kernel, runner = %runner_url, "websocket session open");
-        let ending = pump::pump(client, runner, &settings, stopping).await;
+        let timing = ExecuteTiming::new(&metrics.execute_latency);
+        let watch = Watch {
+            settings: &settings,
+            stopping,
+            runner_gone: &runner_gone,
+            runner: &runner_url,
+            timing: &timing,
+        };
+        let ending = pump::pump(client, runner, watch).await;
         log_ending(kernel, &runner_url, &ending);
+        match ending {
+            Ending::Failed {
+                side: Side::Runner, ..
+            }
+            | Ending::Idle { side: Side::Runner } => {
+                metrics.proxy_error(ProxyError::WebsocketLost);
+                // A runner that was killed breaks all its sessions at once; checking it now
+                // reports its kernels dead within moments instead of at the next interval.
+                upstream.nudge_health_checks();
+            }
+            Ending::RunnerGone => metrics.proxy_error(ProxyError::WebsocketLost),
+            _ => {}
+        }
     }
 }
 
@@ -91,6 +127,9 @@ fn log_ending(kernel: Uuid, runner: &Url, ending: &Ending) {
         } => tracing::debug!(%kernel, %error, "client websocket failed"),
         Ending::Idle { side } => {
             tracing::info!(%kernel, %runner, ?side, "websocket session idle; closed")
+        }
+        Ending::RunnerGone => {
+            tracing::info!(%kernel, %runner, "websocket session closed: its runner is gone")
         }
         Ending::ShuttingDown => tracing::debug!(%kernel, "websocket session closed for shutdown"),
     }

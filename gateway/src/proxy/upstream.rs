@@ -1,6 +1,7 @@
 //! The gateway's HTTP client for runners: pooled keep-alive connections with TCP_NODELAY and a
 //! connect timeout, the runner secret on every request, and a deadline on every exchange.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioTimer;
 use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
 use url::Url;
 
 use crate::balancer::backend::Backend;
@@ -66,6 +68,13 @@ impl Answer {
     }
 }
 
+/// Who sends a request, which decides what a failed connection means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Request,
+    HealthCheck,
+}
+
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, Full<Bytes>>,
@@ -73,6 +82,8 @@ pub struct Upstream {
     secret: HeaderValue,
     request_timeout: Duration,
     max_body_bytes: usize,
+    /// Wakes the health checker when a runner could not be connected to.
+    nudge: Arc<Notify>,
 }
 
 impl Upstream {
@@ -81,6 +92,7 @@ impl Upstream {
         timeouts: &Timeouts,
         max_body_bytes: usize,
         executor: TrackedExecutor,
+        nudge: Arc<Notify>,
     ) -> Result<Upstream, GatewayError> {
         let mut secret =
             HeaderValue::from_str(runner_secret).map_err(|_| GatewayError::InvalidRunnerSecret)?;
@@ -99,7 +111,14 @@ impl Upstream {
             secret,
             request_timeout: timeouts.upstream_request,
             max_body_bytes,
+            nudge,
         })
+    }
+
+    /// Asks the health checker to look at the runners now, e.g. after a proxied websocket
+    /// lost its runner.
+    pub fn nudge_health_checks(&self) {
+        self.nudge.notify_one();
     }
 
     /// The header that proves the gateway to a runner.
@@ -124,8 +143,31 @@ impl Upstream {
         outbound: Outbound,
         deadline: Duration,
     ) -> Result<Answer, GatewayError> {
+        self.send_as(backend, outbound, deadline, Caller::Request)
+            .await
+    }
+
+    /// A health check's request: its outcome is the health checker's to judge, so a failed
+    /// connection neither changes the runner's state here nor asks for another check.
+    pub async fn check(
+        &self,
+        backend: &Backend,
+        outbound: Outbound,
+        deadline: Duration,
+    ) -> Result<Answer, GatewayError> {
+        self.send_as(backend, outbound, deadline, Caller::HealthCheck)
+            .await
+    }
+
+    async fn send_as(
+        &self,
+        backend: &Backend,
+        outbound: Outbound,
+        deadline: Duration,
+        caller: Caller,
+    ) -> Result<Answer, GatewayError> {
         let runner = backend.url();
-        let exchange = self.exchange(backend, outbound);
+        let exchange = self.exchange(backend, outbound, caller);
         let answer = tokio::time::timeout(deadline, exchange)
             .await
             .map_err(|_| GatewayError::RunnerTimeout {
@@ -146,6 +188,7 @@ impl Upstream {
         &self,
         backend: &Backend,
         outbound: Outbound,
+        caller: Caller,
     ) -> Result<Answer, GatewayError> {
         let runner = backend.url();
         let uri = runner_uri(runner, &outbound.path_and_query)?;
@@ -160,10 +203,14 @@ impl Upstream {
             .insert(self.secret_name.clone(), self.secret.clone());
         let response = self.client.request(request).await.map_err(|error| {
             if error.is_connect() {
-                // A runner we cannot connect to leaves the rotation at once instead of at the
-                // next health check; the next good check brings it back.
-                if backend.mark_unhealthy() {
-                    tracing::warn!(%runner, %error, "kernel runner unreachable; marked unhealthy");
+                // A runner we cannot connect to leaves the rotation at once, and the health
+                // checker looks at it now to tell a gone runner from a passing failure; the
+                // next good check brings it back.
+                if caller == Caller::Request {
+                    if backend.mark_unhealthy() {
+                        tracing::warn!(%runner, %error, "kernel runner unreachable; marked unhealthy");
+                    }
+                    self.nudge.notify_one();
                 }
                 GatewayError::RunnerUnreachable {
                     runner: runner.clone(),

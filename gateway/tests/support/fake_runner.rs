@@ -43,9 +43,14 @@ pub struct FakeRunner {
     server: JoinHandle<()>,
 }
 
+/// Dropping a runner makes it refuse connections and cuts its HTTP connections, while its
+/// open websockets stay connected, as when a runner's host vanishes without a word.
 impl Drop for FakeRunner {
     fn drop(&mut self) {
         self.server.abort();
+        for connection in self.state.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
     }
 }
 
@@ -60,6 +65,8 @@ pub struct State {
     /// Requests that carried a client credential (Authorization, Cookie or `token=`).
     pub leaked_credentials: AtomicUsize,
     closes: mpsc::Sender<Option<u16>>,
+    /// The HTTP connection tasks, cut when the runner is dropped.
+    connections: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl State {
@@ -82,6 +89,7 @@ pub async fn start(name: &str, secret: &str) -> FakeRunner {
         requests: Mutex::new(Vec::new()),
         leaked_credentials: AtomicUsize::new(0),
         closes: closes_tx,
+        connections: Mutex::new(Vec::new()),
     });
     let serving = state.clone();
     let server = tokio::spawn(async move {
@@ -90,7 +98,8 @@ pub async fn start(name: &str, secret: &str) -> FakeRunner {
                 return;
             };
             let state = serving.clone();
-            tokio::spawn(async move {
+            let connections = serving.clone();
+            let task = tokio::spawn(async move {
                 let service = service_fn(move |request| {
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(handle(state, request).await) }
@@ -100,6 +109,11 @@ pub async fn start(name: &str, secret: &str) -> FakeRunner {
                     .with_upgrades()
                     .await;
             });
+            connections
+                .connections
+                .lock()
+                .unwrap()
+                .push(task.abort_handle());
         }
     });
     FakeRunner {

@@ -50,6 +50,11 @@ pub async fn start_gateway_with(
     token: Option<&str>,
     secret: &str,
 ) -> TestGateway {
+    start_configured(config(runners, token, secret)).await
+}
+
+/// The configuration [`start_gateway_with`] uses, for a test to adjust.
+pub fn config(runners: Vec<Url>, token: Option<&str>, secret: &str) -> GatewayConfig {
     let mut config = GatewayConfig::new(
         token.map(str::to_owned),
         runners,
@@ -57,6 +62,10 @@ pub async fn start_gateway_with(
         TlsSettings::SelfSigned { dir: None },
     );
     config.timeouts.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+pub async fn start_configured(config: GatewayConfig) -> TestGateway {
     let tls = cellgate_gateway::load_tls(&config.tls, &[]).unwrap();
     let fingerprint = tls.sha256_fingerprint.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -86,6 +95,25 @@ impl TestGateway {
     }
 
     async fn tls(&self) -> TlsStream<TcpStream> {
+        self.tls_pinned(Some(self.fingerprint.clone())).await
+    }
+
+    /// The SHA-256 fingerprint of the certificate a new connection is shown now.
+    pub async fn served_fingerprint(&self) -> String {
+        let tls = self.tls_pinned(None).await;
+        let leaf = &tls.get_ref().1.peer_certificates().unwrap()[0];
+        fingerprint(leaf.as_ref())
+    }
+
+    /// A keep-alive HTTPS connection for several requests.
+    pub async fn connection(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let io = TokioIo::new(self.tls().await);
+        let (sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        sender
+    }
+
+    async fn tls_pinned(&self, fingerprint: Option<String>) -> TlsStream<TcpStream> {
         let tcp = TcpStream::connect(self.addr).await.unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -93,7 +121,7 @@ impl TestGateway {
             .unwrap()
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned {
-                fingerprint: self.fingerprint.clone(),
+                fingerprint,
                 provider,
             }))
             .with_no_client_auth();
@@ -189,10 +217,19 @@ impl Reply {
     }
 }
 
-/// Trusts exactly the certificate with the printed fingerprint.
+/// `AA:BB:...`, as the gateway prints it.
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|byte| format!("{byte:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Trusts exactly the certificate with the printed fingerprint (any, without one).
 #[derive(Debug)]
 struct Pinned {
-    fingerprint: String,
+    fingerprint: Option<String>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -205,18 +242,12 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let seen = Sha256::digest(end_entity.as_ref())
-            .iter()
-            .map(|byte| format!("{byte:02X}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        if seen == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "certificate fingerprint {seen} is not the printed {}",
-                self.fingerprint
-            )))
+        let seen = fingerprint(end_entity.as_ref());
+        match &self.fingerprint {
+            Some(pinned) if *pinned != seen => Err(rustls::Error::General(format!(
+                "certificate fingerprint {seen} is not the printed {pinned}"
+            ))),
+            _ => Ok(ServerCertVerified::assertion()),
         }
     }
 

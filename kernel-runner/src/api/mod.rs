@@ -2,6 +2,7 @@
 //! runner secret, plus `/healthz` and `/api/runner` for balancing.
 
 mod channels;
+pub mod jobs;
 mod response;
 mod routes;
 
@@ -22,6 +23,8 @@ use crate::kernel::KernelManager;
 /// What every request handler shares.
 pub struct AppState {
     pub manager: Arc<KernelManager>,
+    /// The batch jobs API, when this runner works on a job volume.
+    pub jobs: Option<Arc<jobs::JobsApi>>,
     pub secret: String,
     pub runner_id: String,
     pub max_message_size: usize,

@@ -3,19 +3,28 @@
 use bytes::Bytes;
 use cellgate_protocol::model::ApiError;
 use http::{header, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 
 use crate::error::RunnerError;
 
-pub type Body = Full<Bytes>;
+/// Boxed, so job event streams and file downloads can stream while other answers are buffered.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A buffered body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
 
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(full(body))
         .expect("static response parts are valid")
 }
 
@@ -42,7 +51,7 @@ pub fn runner_error(error: &RunnerError) -> Response<Body> {
 pub fn empty(status: StatusCode) -> Response<Body> {
     Response::builder()
         .status(status)
-        .body(Full::new(Bytes::new()))
+        .body(full(Bytes::new()))
         .expect("static response parts are valid")
 }
 
@@ -50,6 +59,6 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .body(full(Bytes::from_static(body.as_bytes())))
         .expect("static response parts are valid")
 }

@@ -31,6 +31,15 @@ pub async fn route(
         );
     }
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    if let ["api", "jobs", ..] | ["api", "nodes"] = segments.as_slice() {
+        let Some(jobs) = state.jobs.clone() else {
+            return response::error(StatusCode::NOT_FOUND, "this runner has no job volume");
+        };
+        return match super::jobs::route(request, &segments, &jobs, &tasks, &state.closing).await {
+            Ok(response) => response,
+            Err(_) => response::error(StatusCode::NOT_FOUND, format!("no route for {path}")),
+        };
+    }
     let method = request.method().clone();
     match (method, segments.as_slice()) {
         (Method::GET, ["api"]) => response::json(

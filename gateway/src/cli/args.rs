@@ -1,11 +1,12 @@
-//! The command line and environment of `cellgate-gateway`, parsed and checked in one go so
-//! every invalid value is reported before anything is bound.
+//! The command line and environment of `cellgate-gateway` (and `cellgate gateway`), parsed
+//! and checked in one go so every invalid value is reported before anything is bound.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cellgate_gateway::{GatewayConfig, TlsSettings};
+use crate::balancer::discovery::Dns;
+use crate::config::{GatewayConfig, RunnerSource, TlsSettings};
 use clap::Parser;
 use rand::RngCore;
 use url::Url;
@@ -46,6 +47,26 @@ pub struct Cli {
     )]
     runners: Vec<String>,
 
+    /// Find the runners by DNS instead: every address NAME resolves to is a runner listening
+    /// on PORT (e.g. tasks.kernel-runner:9000 on a swarm). The name is resolved again every
+    /// --runner-dns-refresh seconds, so runners join and leave without a restart.
+    #[arg(
+        long,
+        env = "CELLGATE_RUNNER_DNS",
+        value_name = "NAME:PORT",
+        conflicts_with = "runners"
+    )]
+    runner_dns: Option<String>,
+
+    /// Seconds between two lookups of --runner-dns.
+    #[arg(
+        long,
+        env = "CELLGATE_RUNNER_DNS_REFRESH",
+        value_name = "SECONDS",
+        default_value_t = 5
+    )]
+    runner_dns_refresh: u64,
+
     /// PEM certificate chain. Without --tls-cert and --tls-key a self-signed certificate is used.
     #[arg(long, env = "CELLGATE_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -76,6 +97,25 @@ pub struct Cli {
         default_value_t = 10_240
     )]
     max_connections: usize,
+
+    /// Seconds between two checks of --tls-cert and --tls-key for a renewed certificate; 0
+    /// turns the checks off (SIGHUP still reloads them).
+    #[arg(
+        long,
+        env = "CELLGATE_TLS_RELOAD_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 5
+    )]
+    tls_reload_interval: u64,
+
+    /// Seconds between two health checks of every runner.
+    #[arg(
+        long,
+        env = "CELLGATE_HEALTH_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 2
+    )]
+    health_interval: u64,
 
     /// Seconds open connections get to finish after SIGTERM or Ctrl-C.
     #[arg(
@@ -144,8 +184,26 @@ impl Cli {
                 Err(error) => problems.push(format!("--runners {text:?}: {error}")),
             }
         }
-        if self.runners.iter().all(|r| r.trim().is_empty()) {
-            problems.push("--runners: at least one kernel runner URL is required".to_owned());
+        let dns = match &self.runner_dns {
+            Some(text) => match Dns::parse(text) {
+                Ok(name_and_port) => Some(name_and_port),
+                Err(problem) => {
+                    problems.push(format!("--runner-dns {problem}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        if self.runner_dns.is_none() && self.runners.iter().all(|r| r.trim().is_empty()) {
+            problems.push(
+                "--runners or --runner-dns: at least one kernel runner is required".to_owned(),
+            );
+        }
+        if self.runner_dns_refresh == 0 {
+            problems.push("--runner-dns-refresh must be at least 1 second".to_owned());
+        }
+        if self.health_interval == 0 {
+            problems.push("--health-interval must be at least 1 second".to_owned());
         }
 
         let runner_secret = match runner_secret {
@@ -198,8 +256,20 @@ impl Cli {
             return Err(problems);
         }
         let mut config = GatewayConfig::new(token, runners, runner_secret, tls);
+        if let Some((name, port)) = dns {
+            config.runners = RunnerSource::Dns {
+                name,
+                port,
+                refresh: Duration::from_secs(self.runner_dns_refresh),
+            };
+        }
         config.max_connections = self.max_connections;
         config.timeouts.shutdown_grace = Duration::from_secs(self.shutdown_grace);
+        config.tls_reload_interval =
+            (self.tls_reload_interval > 0).then(|| Duration::from_secs(self.tls_reload_interval));
+        config.health.interval = Duration::from_secs(self.health_interval);
+        // A check must end before the next one is due.
+        config.health.timeout = config.health.timeout.min(config.health.interval);
         Ok(Settings {
             bind,
             config,
@@ -249,6 +319,8 @@ mod tests {
         .into_settings(None)
         .unwrap_err();
         assert_eq!(problems.len(), 5, "{problems:#?}");
+        let none = cli(&[]).into_settings(Some("s".into())).unwrap_err();
+        assert_eq!(none.len(), 1, "{none:?}");
     }
 
     #[test]
@@ -263,7 +335,11 @@ mod tests {
         ])
         .into_settings(Some("s3cret".into()))
         .unwrap();
-        assert_eq!(settings.config.runners.len(), 2);
+        assert!(
+            matches!(&settings.config.runners, RunnerSource::Static(urls) if urls.len() == 2),
+            "{:?}",
+            settings.config.runners
+        );
         assert_eq!(settings.config.token.as_deref(), Some("t"));
         assert!(!settings.token_generated);
         assert_eq!(settings.hostnames, vec!["127.0.0.1".to_owned()]);
@@ -293,6 +369,29 @@ mod tests {
         .into_settings(Some("s".into()))
         .unwrap_err();
         assert_eq!(public.len(), 1, "{public:?}");
+    }
+
+    #[test]
+    fn runners_can_be_found_by_dns_instead() {
+        let settings = cli(&["--runner-dns", "tasks.kernel-runner:9000"])
+            .into_settings(Some("s".into()))
+            .unwrap();
+        assert!(matches!(
+            &settings.config.runners,
+            RunnerSource::Dns { name, port: 9000, .. } if name == "tasks.kernel-runner"
+        ));
+        let problems = cli(&["--runner-dns", "tasks.kernel-runner"])
+            .into_settings(Some("s".into()))
+            .unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(Cli::try_parse_from([
+            "cellgate-gateway",
+            "--runners",
+            "http://r:1",
+            "--runner-dns",
+            "r:1"
+        ])
+        .is_err());
     }
 
     #[test]

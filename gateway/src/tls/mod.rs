@@ -1,17 +1,24 @@
 //! The gateway's TLS server configuration: the operator's certificate, or a self-signed one
-//! made (and optionally kept) by the gateway, and the fingerprint users pin it by.
+//! made (and optionally kept) by the gateway, and the fingerprint users pin it by. The
+//! certificate is served through [`reload::CertificateReloader`], so a renewed one takes
+//! effect without a restart.
+
+pub mod reload;
 
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
 
 use crate::config::TlsSettings;
 use crate::error::GatewayError;
+use reload::CertificateReloader;
 
 /// The names every self-signed certificate covers, so local clients can always connect.
 const LOCAL_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
@@ -28,6 +35,8 @@ pub struct LoadedTls {
     pub sha256_fingerprint: String,
     /// Whether the certificate is one the gateway made itself (browsers will warn about it).
     pub self_signed: bool,
+    /// Serves the certificate and replaces it when its files change.
+    pub certificates: Arc<CertificateReloader>,
 }
 
 impl std::fmt::Debug for LoadedTls {
@@ -59,12 +68,42 @@ pub fn load_tls(settings: &TlsSettings, hostnames: &[String]) -> Result<LoadedTl
         .first()
         .map(|leaf| fingerprint(leaf))
         .unwrap_or_default();
-    let server_config = server_config(chain, key)?;
+    let provider = provider();
+    let certified = certified_key(chain, key, &provider)?;
+    let files = match settings {
+        TlsSettings::Files { cert, key } => Some((cert.clone(), key.clone())),
+        TlsSettings::SelfSigned { .. } => None,
+    };
+    let certificates = Arc::new(CertificateReloader::new(
+        certified,
+        sha256_fingerprint.clone(),
+        files,
+        provider.clone(),
+    ));
+    let server_config = server_config(certificates.clone(), provider)?;
     Ok(LoadedTls {
         server_config,
         sha256_fingerprint,
         self_signed,
+        certificates,
     })
+}
+
+/// An explicit provider, rather than the process default, so the gateway works whatever
+/// other crates in the process install.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A chain and its key, checked to belong together.
+fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, GatewayError> {
+    CertifiedKey::from_der(chain, key, provider)
+        .map(Arc::new)
+        .map_err(|source| GatewayError::Tls { source })
 }
 
 /// `AA:BB:...`: the colon-separated uppercase hex form browsers and `openssl x509
@@ -78,18 +117,14 @@ pub fn fingerprint(der: &[u8]) -> String {
 }
 
 fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    certificates: Arc<CertificateReloader>,
+    provider: Arc<CryptoProvider>,
 ) -> Result<Arc<ServerConfig>, GatewayError> {
-    // An explicit provider, rather than the process default, so the gateway works whatever
-    // other crates in the process install.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|source| GatewayError::Tls { source })?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|source| GatewayError::Tls { source })?;
+        .with_cert_resolver(certificates);
     // The gateway speaks HTTP/1.1 only; saying so lets clients skip an HTTP/2 attempt.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -169,7 +204,7 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), GatewayError> {
     file.write_all(contents).map_err(failed)
 }
 
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, GatewayError> {
+pub(crate) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, GatewayError> {
     let bytes = read(path)?;
     let chain = rustls_pemfile::certs(&mut bytes.as_slice())
         .collect::<Result<Vec<_>, _>>()
@@ -185,7 +220,7 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, GatewayError>
     Ok(chain)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, GatewayError> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, GatewayError> {
     let bytes = read(path)?;
     rustls_pemfile::private_key(&mut bytes.as_slice())
         .map_err(|source| GatewayError::ReadFile {
