@@ -23,7 +23,10 @@ fn main() -> anyhow::Result<()> {
     let path = std::env::temp_dir().join(format!("cellgate-bench-{}", std::process::id()));
     write_file(&path)?;
     // Warm the page cache once so both sides read from memory.
-    let _ = std::process::Command::new("cat").arg(&path).output();
+    let _ = std::process::Command::new("cat")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .status();
 
     let start = Instant::now();
     let output = std::process::Command::new("md5sum").arg(&path).output()?;

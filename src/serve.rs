@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::signals::shutdown_signal;
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address the gateway listens on (HTTPS).
@@ -170,6 +172,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let address = listener.local_addr()?;
     let config = GatewayConfig::new(token.clone(), runner_urls, secret, tls_settings);
+    // Watched before the ready line, so SIGHUP reloads the certificate instead of ending the
+    // process from the moment the server says it is ready.
+    tasks.spawn(
+        cellgate_gateway::cli::Hangups::watch()
+            .reload_on_each(tls.certificates.clone(), shutdown.clone()),
+    );
     let stop = shutdown.clone();
     let gateway = tokio::spawn(cellgate_gateway::run(
         listener,
@@ -207,14 +215,4 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         eprintln!("cellgate: runners did not stop in time");
     }
     Ok(())
-}
-
-/// Resolves on SIGTERM or ctrl-c.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

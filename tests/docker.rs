@@ -153,6 +153,23 @@ async fn bash_in_a_container() {
 }
 
 #[tokio::test]
+async fn java_in_a_container() {
+    check_language(&LanguageCase {
+        kernel: "java",
+        image: "java",
+        define: "int kept = 41;",
+        print_both: "System.out.println(\"out\"); System.err.println(\"err\");",
+        stdout: "out",
+        stderr: "err",
+        fail: "Object o = null; o.toString();",
+        spin: "System.out.println(\"spin\"); while (true) {}",
+        read_back: "kept + 1",
+        read_back_output: "42",
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn php_in_a_container() {
     check_language(&LanguageCase {
         kernel: "php",

@@ -29,6 +29,8 @@ pub struct GatewayConfig {
     pub timeouts: Timeouts,
     pub websocket: WebsocketSettings,
     pub health: HealthSettings,
+    /// The batch jobs front: upload size and time.
+    pub jobs: JobsSettings,
     /// How often a certificate read from files is checked for changes; `None` leaves reloads
     /// to [`crate::CertificateReloader::reload`] (the binaries call it on SIGHUP).
     pub tls_reload_interval: Option<Duration>,
@@ -112,6 +114,7 @@ impl GatewayConfig {
             timeouts: Timeouts::default(),
             websocket: WebsocketSettings::default(),
             health: HealthSettings::default(),
+            jobs: JobsSettings::default(),
             tls_reload_interval: Some(Duration::from_secs(5)),
         }
     }
@@ -131,6 +134,7 @@ impl fmt::Debug for GatewayConfig {
             .field("timeouts", &self.timeouts)
             .field("websocket", &self.websocket)
             .field("health", &self.health)
+            .field("jobs", &self.jobs)
             .field("tls_reload_interval", &self.tls_reload_interval)
             .finish()
     }
@@ -213,6 +217,24 @@ impl Default for HealthSettings {
         HealthSettings {
             interval: Duration::from_secs(2),
             timeout: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// Limits of the batch jobs front, whose uploads are far bigger than any REST body.
+#[derive(Debug, Clone)]
+pub struct JobsSettings {
+    /// The largest job upload, all files together; the runner has its own limit too.
+    pub max_upload_bytes: u64,
+    /// How long a job upload may take, from its first byte to the runner's answer.
+    pub upload_timeout: Duration,
+}
+
+impl Default for JobsSettings {
+    fn default() -> JobsSettings {
+        JobsSettings {
+            max_upload_bytes: 4 << 30,
+            upload_timeout: Duration::from_secs(3600),
         }
     }
 }

@@ -27,7 +27,8 @@ mod tls;
 
 pub use balancer::discovery::{Discovery, Dns, Resolve, StaticList, SystemResolver};
 pub use config::{
-    GatewayConfig, HealthSettings, RunnerSource, Timeouts, TlsSettings, WebsocketSettings,
+    GatewayConfig, HealthSettings, JobsSettings, RunnerSource, Timeouts, TlsSettings,
+    WebsocketSettings,
 };
 pub use error::{ErrorKind, GatewayError};
 pub use server::run;

@@ -1,17 +1,26 @@
 //! The responses the gateway builds itself: JSON, HTML pages, redirects and `{reason, message}`
-//! errors. Every body is buffered, so one body type serves them all.
+//! errors. They are buffered; the one body type also carries the streamed answers of the jobs
+//! front ([`crate::api::jobs`]).
 
 use bytes::Bytes;
 use cellgate_protocol::model::ApiError;
 use http::header::{self, HeaderValue};
 use http::StatusCode;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 
-use crate::error::{chain, ErrorKind, GatewayError};
+use crate::error::{chain, BoxError, ErrorKind, GatewayError};
 
-pub type Body = Full<Bytes>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 pub type Response = http::Response<Body>;
+
+/// A whole body already in memory.
+pub fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
@@ -102,7 +111,7 @@ pub fn error(error: &GatewayError) -> Response {
 }
 
 fn with_type(status: StatusCode, content_type: HeaderValue, body: Bytes) -> Response {
-    let mut response = http::Response::new(Full::new(body));
+    let mut response = http::Response::new(full(body));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{Method, Request};
 use hyper::body::Incoming;
 
-use crate::api::{self, channels, kernels, kernelspecs};
+use crate::api::{self, channels, jobs, kernels, kernelspecs};
 use crate::auth::Credential;
 use crate::error::GatewayError;
 use crate::metrics;
@@ -95,5 +95,6 @@ async fn dispatch(
             channels::open(gateway, connection, kernel, credential, request).await
         }
         Route::NoSuchKernel(kernel_id) => Err(GatewayError::KernelNotFound { kernel_id }),
+        Route::Jobs => jobs::forward(gateway, connection, request).await,
     }
 }

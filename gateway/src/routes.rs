@@ -23,6 +23,8 @@ pub enum Route {
     Channels(Uuid),
     /// A kernel route whose id is not a UUID: no such kernel can exist.
     NoSuchKernel(String),
+    /// `/api/jobs...` and `/api/nodes`: forwarded whole to a runner, which checks the rest.
+    Jobs,
 }
 
 impl Route {
@@ -45,6 +47,7 @@ impl Route {
                 Route::KernelSpec((*name).to_owned())
             }
             ["api", "kernels"] => Route::Kernels,
+            ["api", "jobs", ..] | ["api", "nodes"] => Route::Jobs,
             ["api", "kernels", id, rest @ ..] => {
                 let Ok(kernel) = Uuid::parse_str(id) else {
                     return (rest.len() <= 1).then(|| Route::NoSuchKernel((*id).to_owned()));
@@ -68,7 +71,7 @@ impl Route {
             Route::Kernels => &[Method::GET, Method::POST],
             Route::Kernel(_) => &[Method::GET, Method::DELETE],
             Route::Interrupt(_) | Route::Restart(_) => &[Method::POST],
-            Route::NoSuchKernel(_) => &[Method::GET, Method::POST, Method::DELETE],
+            Route::NoSuchKernel(_) | Route::Jobs => &[Method::GET, Method::POST, Method::DELETE],
             Route::Health
             | Route::Metrics
             | Route::Logout
@@ -136,6 +139,9 @@ mod tests {
                 Route::Channels(kernel),
             ),
             ("/api/kernels/nope", Route::NoSuchKernel("nope".into())),
+            ("/api/jobs", Route::Jobs),
+            (&format!("/api/jobs/{ID}/files/stdout"), Route::Jobs),
+            ("/api/nodes", Route::Jobs),
         ];
         for (path, route) in cases {
             assert_eq!(Route::parse(path), Some(route), "{path}");

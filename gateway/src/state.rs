@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use crate::api::jobs::JobsFront;
 use crate::auth::Auth;
 use crate::balancer::least_connections::LeastConnections;
 use crate::balancer::Balancer;
@@ -20,6 +21,8 @@ pub struct Gateway {
     pub auth: Auth,
     pub balancer: Arc<Balancer>,
     pub upstream: Upstream,
+    /// The streaming client of the batch jobs routes.
+    pub jobs: JobsFront,
     pub metrics: Arc<Metrics>,
     /// The served TLS certificate, for its reload counts.
     pub certificates: Arc<CertificateReloader>,
@@ -55,10 +58,17 @@ impl Gateway {
             tasks.executor(),
             health_nudge.clone(),
         )?;
+        let jobs = JobsFront::new(
+            upstream.secret(),
+            &config.timeouts,
+            config.jobs.clone(),
+            tasks.executor(),
+        );
         Ok(Gateway {
             auth: Auth::new(config.token.as_deref()),
             balancer: Arc::new(Balancer::new(LeastConnections)),
             upstream,
+            jobs,
             metrics: Arc::new(Metrics::new()),
             certificates,
             health_nudge,

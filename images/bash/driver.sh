@@ -105,7 +105,9 @@ __cg_log() {
 # changes PATH.
 __cg_find_tool() {
     local dir IFS=:
-    for dir in ${PATH:-/usr/local/bin:/usr/bin:/bin}; do
+    local -a dirs
+    builtin read -r -a dirs <<< "${PATH:-/usr/local/bin:/usr/bin:/bin}"
+    for dir in "${dirs[@]}"; do
         if [[ -x ${dir:-.}/$1 && ! -d ${dir:-.}/$1 ]]; then
             builtin printf -v "$2" '%s' "${dir:-.}/$1"
             return 0
@@ -287,6 +289,13 @@ __cg_json_get_int() {
 # Output forwarding.
 # ----------------------------------------------------------------------------------------------
 
+# Sends TEXT as one frame of KIND. Runs in a forwarder, in the C locale.
+__cg_forward_text() {
+    __cg_lock
+    builtin printf '%s %d\n%s' "$1" "${#2}" "$2"
+    __cg_unlock
+}
+
 # Sends LENGTH bytes of FILE, starting at OFFSET, as one frame of KIND. Runs in a forwarder.
 __cg_forward_part() {
     local kind=$1 file=$2 offset=$3 length=$4 whole=$5
@@ -311,10 +320,14 @@ __cg_forward_part() {
 # acknowledged yet), chunks are searched for the marker: the bytes before it end the cell's
 # output, and the forwarder acknowledges the number on the ack FIFO. Bytes after the marker come
 # from background jobs and are forwarded too.
+#
+# A chunk of text is handled by bash itself. A bash variable cannot hold NUL bytes, though, and
+# `read` drops them, so a chunk that `read -N` cannot fill completely holds some: such chunks
+# (and very large ones) are copied by cat, dd and grep instead.
 __cg_forward() {
-    local kind=$1 fd=$2
+    local LC_ALL=C kind=$1 fd=$2
     local chunk=$__cg_dir/$kind.chunk stats=$__cg_dir/$kind.stats sync=$__cg_dir/sync
-    local marker= acked=0 seq n off rest line dd_pid=
+    local marker= acked=0 seq n off rest line data dd_pid=
     local -a lines
     builtin trap '' INT
     builtin trap '[[ $dd_pid ]] && builtin kill "$dd_pid" 2>/dev/null; builtin exit 0' TERM
@@ -322,6 +335,7 @@ __cg_forward() {
     IFS= builtin read -r -d '' marker < "$__cg_dir/marker"
     while :; do
         # dd runs in the background so that the TERM trap can run (and stop it) at shutdown.
+        # (LC_ALL is set for dd itself too: its statistics must be in English.)
         LC_ALL=C "$__cg_tool_dd" bs=1048576 count=1 of="$chunk" <&"$fd" 2>|"$stats" &
         dd_pid=$!
         builtin wait "$dd_pid" || break
@@ -335,11 +349,20 @@ __cg_forward() {
         done
         [[ $n ]] && (( n > 0 )) || break
         IFS= builtin read -r seq < "$sync"
-        if [[ $seq == "$acked" ]]; then
+        data=
+        if (( n <= 262144 )) && IFS= builtin read -r -N "$n" data < "$chunk" && (( ${#data} == n )); then
+            if [[ $seq != "$acked" && $data == *"$marker"* ]]; then
+                rest=${data#*"$marker"}
+                data=${data%%"$marker"*}
+                [[ $data ]] && __cg_forward_text "$kind" "$data"
+                builtin printf '%s %s\n' "$kind" "$seq" >&"$__cg_ack_fd"
+                acked=$seq
+                [[ $rest ]] && __cg_forward_text "$kind" "$rest"
+            else
+                __cg_forward_text "$kind" "$data"
+            fi
+        elif [[ $seq == "$acked" ]]; then
             __cg_forward_part "$kind" "$chunk" 0 "$n" "$n"
-        elif (( n == ${#marker} )) && IFS= builtin read -r -N "$n" rest < "$chunk" && [[ $rest == "$marker" ]]; then
-            builtin printf '%s %s\n' "$kind" "$seq" >&"$__cg_ack_fd"
-            acked=$seq
         elif off=$(LC_ALL=C "$__cg_tool_grep" -abo -m1 -F -e "$marker" -- "$chunk"); then
             off=${off%%:*}
             (( off > 0 )) && __cg_forward_part "$kind" "$chunk" 0 "$off" "$n"

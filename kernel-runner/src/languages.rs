@@ -201,8 +201,27 @@ pub static OCTAVE: Language = Language {
     ],
 };
 
+pub static JAVA: Language = Language {
+    kernel_name: "java",
+    image: "java",
+    display_name: "Java (JShell)",
+    language: "java",
+    runtime: "jshell",
+    argv: &["sh", "{dir}/launch.sh"],
+    files: &[
+        DriverFile {
+            name: "launch.sh",
+            source: include_str!("../../images/java/launch.sh"),
+        },
+        DriverFile {
+            name: "CellgateDriver.java",
+            source: include_str!("../../images/java/CellgateDriver.java"),
+        },
+    ],
+};
+
 /// Every language cellgate knows, in the order kernelspecs list them.
-pub static ALL: &[&Language] = &[&PYTHON, &JAVASCRIPT, &BASH, &PHP, &RUBY, &R, &OCTAVE];
+pub static ALL: &[&Language] = &[&PYTHON, &JAVASCRIPT, &BASH, &JAVA, &PHP, &RUBY, &R, &OCTAVE];
 
 /// The languages one runner offers, with the default kernel first.
 #[derive(Debug, Clone)]

@@ -112,6 +112,18 @@ impl KernelSocket {
         subprotocol: Option<&str>,
     ) -> Result<KernelSocket, tokio_tungstenite::tungstenite::Error> {
         let session = uuid::Uuid::new_v4().to_string();
+        KernelSocket::connect_as(address, token, kernel_id, subprotocol, &session).await
+    }
+
+    /// Connects as client session `session`, e.g. to come back as a client that went away.
+    pub async fn connect_as(
+        address: &str,
+        token: Option<&str>,
+        kernel_id: &str,
+        subprotocol: Option<&str>,
+        session: &str,
+    ) -> Result<KernelSocket, tokio_tungstenite::tungstenite::Error> {
+        let session = session.to_owned();
         let url = format!("wss://{address}/api/kernels/{kernel_id}/channels?session_id={session}");
         let mut request = url.into_client_request()?;
         if let Some(token) = token {

@@ -1,8 +1,9 @@
 //! The Jupyter kernel API front: which runner answers each call ([`locate`], placement in
 //! [`kernels`]), how answers from several runners are merged ([`kernelspecs`], [`kernels`]),
-//! and the websocket route ([`channels`]).
+//! and the websocket route ([`channels`]); the batch jobs routes go to any runner ([`jobs`]).
 
 pub mod channels;
+pub mod jobs;
 pub mod kernels;
 pub mod kernelspecs;
 pub mod locate;

@@ -5,7 +5,6 @@
 
 pub mod args;
 
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -17,8 +16,9 @@ pub use args::{display_address, Cli, Settings, RUNNER_SECRET_ENV};
 use crate::tls::reload::CertificateReloader;
 
 /// Runs the gateway described by `cli` (and the runner secret from the environment) until a
-/// shutdown signal; the exit code says how it went.
-pub async fn main(cli: Cli) -> ExitCode {
+/// shutdown signal. Returns the process exit status: 0 after a clean stop, 2 for an invalid
+/// configuration, 1 when serving failed.
+pub async fn main(cli: Cli) -> u8 {
     let runner_secret = std::env::var(RUNNER_SECRET_ENV).ok();
     let settings = match cli.into_settings(runner_secret) {
         Ok(settings) => settings,
@@ -27,14 +27,14 @@ pub async fn main(cli: Cli) -> ExitCode {
             for problem in problems {
                 eprintln!("  - {problem}");
             }
-            return ExitCode::from(2);
+            return 2;
         }
     };
     match serve(settings).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(error) => {
             eprintln!("cellgate-gateway: {error:#}");
-            ExitCode::FAILURE
+            1
         }
     }
 }

@@ -8,17 +8,16 @@ use std::fmt::Write;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::StatusCode;
-use http_body_util::Full;
 
 use super::ProxyError;
 use crate::balancer::backend::Health;
-use crate::response::Response;
+use crate::response::{self, Response};
 use crate::state::Gateway;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub fn response(gateway: &Gateway) -> Response {
-    let mut response = http::Response::new(Full::new(Bytes::from(render(gateway))));
+    let mut response = http::Response::new(response::full(Bytes::from(render(gateway))));
     *response.status_mut() = StatusCode::OK;
     response
         .headers_mut()

@@ -6,14 +6,13 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Method;
-use http_body_util::Full;
 use url::Url;
 
 use super::headers;
 use super::upstream::{Answer, Outbound, Upstream};
 use crate::balancer::backend::Backend;
 use crate::error::GatewayError;
-use crate::response::Response;
+use crate::response::{self, Response};
 
 /// The parts of a client's request that are forwarded.
 #[derive(Debug, Clone)]
@@ -41,7 +40,7 @@ pub async fn forward(
 
 /// The client's response for a runner's answer.
 pub fn to_client(answer: Answer, runner: &Url) -> Response {
-    let mut response = http::Response::new(Full::new(answer.body));
+    let mut response = http::Response::new(response::full(answer.body));
     *response.status_mut() = answer.status;
     let mut headers = headers::for_client(&answer.headers);
     if let Some(location) = headers.get(header::LOCATION) {

@@ -48,6 +48,7 @@ pub fn upgrade(
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|value| value.to_str().ok());
     let framing = Framing::negotiate(offered);
+    let client_session = client_session(request.uri().query());
     let on_upgrade = hyper::upgrade::on(&mut request);
     let state = state.clone();
     tasks.spawn(async move {
@@ -64,7 +65,7 @@ pub fn upgrade(
                     Some(config),
                 )
                 .await;
-                session(socket, kernel, framing, state).await;
+                session(socket, kernel, framing, state, client_session).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
@@ -87,10 +88,26 @@ pub fn upgrade(
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// The client's `session_id` query parameter: a client that reconnects with the same one
+/// gets the messages it missed while away.
+fn client_session(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(name, value)| name == "session_id" && !value.is_empty())
+        .map(|(_, value)| value.into_owned())
+}
+
 /// Pumps one connection: client frames into the kernel's queues, the kernel's messages for
-/// this connection out, pings in between.
-async fn session(socket: Socket, kernel: Arc<Kernel>, framing: Framing, state: Arc<AppState>) {
-    let (connection, mut outbox) = kernel.connections.attach(state.manager.outbox_capacity());
+/// this connection out (starting with what its session missed while away), pings in between.
+async fn session(
+    socket: Socket,
+    kernel: Arc<Kernel>,
+    framing: Framing,
+    state: Arc<AppState>,
+    client_session: Option<String>,
+) {
+    let (connection, mut outbox) = kernel
+        .connections
+        .attach(state.manager.outbox_capacity(), client_session.as_deref());
     let (mut sink, mut stream) = socket.split();
     let mut ping = tokio::time::interval(state.ping_interval);
     ping.reset();

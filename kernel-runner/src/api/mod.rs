@@ -35,8 +35,13 @@ pub struct AppState {
     pub sessions_closing: CancellationToken,
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then stops accepting and waits up
-/// to `grace` for open connections to finish.
+/// How often a draining runner looks whether its last websocket session has ended.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains: the runner reports
+/// itself draining and takes no new kernels, but keeps serving its kernels (health checks,
+/// REST calls, websockets) so gateways place elsewhere while open sessions finish, for up to
+/// `grace`. Then it stops accepting, closes idle connections and whatever sessions are left.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -46,23 +51,61 @@ pub async fn serve(
 ) {
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(max_connections));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+    {
+        let accepting = accept(&listener, &state, &permits, &tracker);
+        tokio::pin!(accepting);
+        tokio::select! {
+            () = &mut accepting => {}
+            () = shutdown => {}
+        }
+        state.manager.drain();
+        let sessions = state.manager.status(&state.runner_id).sessions;
+        tracing::info!(
+            sessions,
+            ?grace,
+            "draining: no new kernels; open sessions may finish"
+        );
+        let finished = async {
+            while state.manager.status(&state.runner_id).sessions > 0 {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
         };
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Running out of file descriptors is transient: back off and go on.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+        tokio::select! {
+            () = &mut accepting => {}
+            finished = tokio::time::timeout(grace, finished) => {
+                if finished.is_err() {
+                    tracing::warn!("sessions still open after the grace period; closing them");
                 }
-            },
+            }
+        }
+    }
+    drop(listener);
+    state.closing.cancel();
+    state.sessions_closing.cancel();
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+}
+
+/// Accepts connections and serves each in its own task on `tracker`; it only returns if the
+/// runtime stops it.
+async fn accept(
+    listener: &TcpListener,
+    state: &Arc<AppState>,
+    permits: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+) {
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Running out of file descriptors is transient: back off and go on.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
@@ -94,14 +137,5 @@ pub async fn serve(
                 }
             }
         });
-    }
-    drop(listener);
-    state.manager.drain();
-    state.closing.cancel();
-    tracker.close();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!("sessions still open after the grace period; closing them");
-        state.sessions_closing.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
     }
 }

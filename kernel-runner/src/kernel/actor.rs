@@ -176,16 +176,8 @@ impl Actor {
                 self.events_closed = true;
                 tracing::warn!(kernel = %self.kernel.id, %reason, "driver stream broke");
             }
-            Some(Incoming::Event(Event::Stdout(bytes) | Event::Stderr(bytes))) => {
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                self.publish(
-                    self.last_parent.as_ref(),
-                    Content::Stream(Stream {
-                        name: "stdout".to_owned(),
-                        text,
-                    }),
-                );
-            }
+            Some(Incoming::Event(Event::Stdout(bytes))) => self.stray_stream("stdout", &bytes),
+            Some(Incoming::Event(Event::Stderr(bytes))) => self.stray_stream("stderr", &bytes),
             Some(Incoming::Event(Event::Log(line))) => {
                 tracing::info!(kernel = %self.kernel.id, "driver: {line}");
             }
@@ -193,6 +185,16 @@ impl Actor {
                 tracing::debug!(kernel = %self.kernel.id, ?other, "event outside a request");
             }
         }
+    }
+
+    fn stray_stream(&self, name: &str, bytes: &[u8]) {
+        self.publish(
+            self.last_parent.as_ref(),
+            Content::Stream(Stream {
+                name: name.to_owned(),
+                text: String::from_utf8_lossy(bytes).into_owned(),
+            }),
+        );
     }
 
     async fn control_when_idle(&mut self, op: ControlOp) -> Step {

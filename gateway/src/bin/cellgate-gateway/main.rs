@@ -15,5 +15,5 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    cellgate_gateway::cli::main(Cli::parse()).await
+    ExitCode::from(cellgate_gateway::cli::main(Cli::parse()).await)
 }
