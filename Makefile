@@ -2,19 +2,45 @@
 
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8888
-RUNNERS ?= 1
 BACKEND ?= process
 SERVE_ARGS ?=
 
 .DEFAULT_GOAL := deploy
-.PHONY: deploy run build images test lint bench clean help
+.PHONY: deploy status scale logs down gluster service-images run build images test lint bench clean help
 
-## deploy: start cellgate on this machine (for now the all-in-one server, as `make run`)
-deploy: run
+## deploy: make this Docker host a swarm manager and deploy the stack (swarm/deploy.sh):
+#    ADVERTISE_ADDR=, WORKERS=N, TLS_CERT= TLS_KEY=, VOLUME=/mnt/cellgate, PORT=443, EDGE=nginx
+deploy:
+	swarm/deploy.sh
+
+## status: nodes, services, replicas, tasks and runner load
+status:
+	swarm/status.sh
+
+## scale: set the number of kernel runners, e.g. make scale RUNNERS=3
+scale:
+	swarm/scale.sh $(RUNNERS)
+
+## logs: recent logs of the gateway and runner services
+logs:
+	docker service logs --tail 100 --timestamps cellgate_gateway
+	docker service logs --tail 100 --timestamps cellgate_kernel-runner
+
+## down: remove the stack (secrets, images and the volume's data stay)
+down:
+	swarm/down.sh
+
+## gluster: GlusterFS replica volume on NODES="a b c", mounted at /mnt/cellgate on each
+gluster:
+	gluster/setup.sh $(NODES)
+
+## service-images: build the gateway, runner, nginx and registry images (after make build)
+service-images: build
+	swarm/build-images.sh
 
 ## run: build and start a gateway and its runners in one process, no Docker needed
 run: build
-	./target/release/cellgate serve --bind $(BIND) --runners $(RUNNERS) --backend $(BACKEND) $(SERVE_ARGS)
+	./target/release/cellgate serve --bind $(BIND) --runners $(or $(RUNNERS),1) --backend $(BACKEND) $(SERVE_ARGS)
 
 ## build: compile the release binaries (cellgate, cellgate-gateway, cellgate-runner)
 build:

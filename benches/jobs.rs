@@ -1,5 +1,10 @@
 //! `make bench`: the MD5 service against `md5sum` on the same 1 GiB file, throughput and
-//! peak memory side by side.
+//! peak memory side by side; then a small MD5 job from submit to result through the TLS
+//! gateway on local disk (p50), and jobs per second with two runners.
+
+#[path = "../tests/support/client.rs"]
+#[allow(dead_code)]
+mod client;
 
 use std::io::Write;
 use std::path::Path;
@@ -54,6 +59,111 @@ fn main() -> anyhow::Result<()> {
         100.0 * md5sum_time.as_secs_f64() / ours.as_secs_f64()
     );
     println!("peak RSS of the bench process: {rss_before} KiB before hashing, {rss_after} KiB after (flat means streaming)");
+    tokio::runtime::Runtime::new()?.block_on(through_the_gateway())
+}
+
+/// Starts `cellgate serve --runners 2` on a fresh local directory and returns it with its
+/// address and token.
+async fn serve(dir: &Path) -> anyhow::Result<(tokio::process::Child, String, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let token = "bench-token";
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cellgate"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--runners",
+            "2",
+            "--token",
+            token,
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    while let Some(line) = lines.next_line().await? {
+        if let Some(url) = line.strip_prefix("cellgate ready: https://") {
+            let address = url.split('/').next().unwrap_or_default().to_owned();
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok((child, address, token.to_owned()));
+        }
+    }
+    anyhow::bail!("cellgate serve exited before it was ready")
+}
+
+/// Submits a small MD5 job and waits for its result; returns the digest.
+async fn small_job(client: &client::Client, index: usize) -> anyhow::Result<String> {
+    let job =
+        serde_json::json!({"kind": "md5", "files": {"small.txt": format!("small job {index}")}});
+    let created = client.post("/api/jobs", job).await;
+    anyhow::ensure!(
+        created.status == http::StatusCode::CREATED,
+        "submit answered {}",
+        created.status
+    );
+    let id = created.json()["id"].as_str().unwrap_or_default().to_owned();
+    let events = client.get(&format!("/api/jobs/{id}/events")).await;
+    let text = String::from_utf8_lossy(&events.body).into_owned();
+    let last = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .next_back()
+        .unwrap_or("{}");
+    let status: serde_json::Value = serde_json::from_str(last)?;
+    anyhow::ensure!(status["state"] == "succeeded", "job ended {status}");
+    Ok(status["result"].as_str().unwrap_or_default().to_owned())
+}
+
+async fn through_the_gateway() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("cellgate-bench-jobs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (server, address, token) = serve(&dir).await?;
+    let client = client::Client::new(&address, Some(&token));
+    for index in 0..10 {
+        small_job(&client, index).await?;
+    }
+    let mut times = Vec::new();
+    for index in 0..200 {
+        let start = Instant::now();
+        small_job(&client, index).await?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let ms = |time: Duration| time.as_secs_f64() * 1e3;
+    println!(
+        "small MD5 job, submit to result through the TLS gateway, local disk, 2 runners: p50 {:.1} ms, p90 {:.1} ms (target p50 <= 20 ms; anchor: a cron job once a minute)",
+        ms(times[times.len() / 2]),
+        ms(times[times.len() * 9 / 10])
+    );
+
+    let jobs = 400;
+    let in_flight = 16;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..in_flight {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut index = worker;
+            while index < jobs {
+                small_job(&client, index).await?;
+                index += in_flight;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "throughput with two runners: {jobs} small MD5 jobs, {in_flight} in flight, {:.0} jobs/s",
+        jobs as f64 / elapsed.as_secs_f64()
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -44,7 +44,11 @@ if [ "$#" -gt 0 ]; then
 else
     languages=()
     for dockerfile in "$here"/*/Dockerfile; do
-        languages+=("$(basename "$(dirname "$dockerfile")")")
+        name=$(basename "$(dirname "$dockerfile")")
+        # The service images (gateway, runner, registry, nginx) are not languages: they need
+        # staged binaries or configs, and swarm/build-images.sh builds them.
+        case "$name" in gateway | runner | registry | nginx) continue ;; esac
+        languages+=("$name")
     done
 fi
 for language in "${languages[@]}"; do

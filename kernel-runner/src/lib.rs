@@ -73,7 +73,7 @@ pub async fn run(
     let stop_pool = CancellationToken::new();
     manager.start_pool(stop_pool.clone());
     let stop_jobs = CancellationToken::new();
-    let (jobs, worker) = match start_jobs(&config, stop_jobs.clone())? {
+    let (jobs, worker) = match start_jobs(&config, stop_jobs.clone()).await? {
         Some((api, worker)) => (Some(api), Some(worker)),
         None => (None, None),
     };
@@ -108,7 +108,7 @@ pub async fn run(
 type StartedJobs = (Arc<api::jobs::JobsApi>, tokio::task::JoinHandle<()>);
 
 /// Opens the job volume and starts the batch worker, when the runner has a volume.
-fn start_jobs(
+async fn start_jobs(
     config: &RunnerConfig,
     shutdown: CancellationToken,
 ) -> Result<Option<StartedJobs>, RunnerError> {
@@ -121,7 +121,18 @@ fn start_jobs(
     })?;
     let executor: Arc<dyn jobs::execute::Executor> = match config.backend {
         BackendKind::Process => Arc::new(jobs::process::ProcessExecutor),
-        BackendKind::Docker => Arc::new(jobs::execute::NoPrograms),
+        BackendKind::Docker => Arc::new(
+            jobs::container::ContainerExecutor::new(
+                config.runner_id.clone(),
+                config.image_prefix.clone(),
+                config.image_tag.clone(),
+                config.limits,
+                config.kernel_network.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|source| RunnerError::Docker { source })?,
+        ),
     };
     let mut settings = config.jobs.clone();
     settings.node = config.runner_id.clone();

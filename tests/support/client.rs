@@ -139,6 +139,23 @@ impl Client {
         body: Option<String>,
         headers: &[(&str, &str)],
     ) -> Reply {
+        let mut all = Vec::new();
+        if body.is_some() {
+            all.push(("content-type", "application/json"));
+        }
+        all.extend_from_slice(headers);
+        self.send_bytes(method, path, Bytes::from(body.unwrap_or_default()), &all)
+            .await
+    }
+
+    /// Sends any body, e.g. a multipart upload, with exactly the headers given.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let tcp = TcpStream::connect(&self.address)
             .await
             .expect("server accepts connections");
@@ -158,15 +175,10 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("token {token}"));
         }
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .unwrap();
+        let request = request.body(Full::new(body)).unwrap();
         let response = sender.send_request(request).await.expect("server answers");
         let status = response.status();
         let headers = response.headers().clone();

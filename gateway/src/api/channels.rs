@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::locate;
 use crate::auth::Credential;
-use crate::error::GatewayError;
+use crate::balancer::health::record_failure;
+use crate::error::{is_refused, GatewayError};
 use crate::proxy::headers;
 use crate::proxy::session::Session;
 use crate::proxy::websocket::{self, ClientUpgrade, RunnerHandshake};
@@ -54,7 +55,18 @@ pub async fn open(
                 kernel_id: kernel.to_string(),
             }
         }
-        other => other,
+        other => {
+            // Nothing listens where the runner was: it is gone, and the kernel with it.
+            if is_refused(&other) && record_failure(&gateway.balancer, &backend, &other) {
+                if let Some(model) = gateway.balancer.graveyard.get(&kernel) {
+                    return GatewayError::KernelGone {
+                        kernel_id: model.id,
+                        reason: model.reason.unwrap_or_default(),
+                    };
+                }
+            }
+            other
+        }
     })?;
     Session {
         kernel,

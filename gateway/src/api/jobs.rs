@@ -242,11 +242,11 @@ mod tests {
         assert!(!is_empty(&headers));
     }
 
-    #[test]
-    fn a_limit_error_is_found_among_the_causes() {
-        let wrapped = GatewayError::ClientBody {
-            source: Box::new(LengthLimitError),
-        };
+    #[tokio::test]
+    async fn a_limit_error_is_found_among_the_causes() {
+        let body = http_body_util::Full::new(Bytes::from_static(b"too long"));
+        let source = Limited::new(body, 2).collect().await.unwrap_err();
+        let wrapped = GatewayError::ClientBody { source };
         assert!(has_limit_error(&wrapped));
         assert!(!has_limit_error(&GatewayError::Forbidden));
     }

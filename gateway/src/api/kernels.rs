@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::locate::{self, Whereabouts};
 use crate::balancer::backend::{Backend, Health};
-use crate::error::{chain, GatewayError};
+use crate::balancer::health::record_failure;
+use crate::error::{chain, is_refused, GatewayError};
 use crate::proxy::rest::{self, Forward};
 use crate::proxy::upstream::Outbound;
 use crate::response::{self, Response};
@@ -184,7 +185,18 @@ pub async fn forward(
         peer: connection.peer.ip(),
         body,
     };
-    let answer = rest::forward(&gateway.upstream, &backend, forward).await?;
+    let answer = match rest::forward(&gateway.upstream, &backend, forward).await {
+        Ok(answer) => answer,
+        Err(error) => {
+            // Nothing listens where the runner was: it is gone, and the kernel with it.
+            if is_refused(&error) && record_failure(&gateway.balancer, &backend, &error) {
+                if let Some(model) = gateway.balancer.graveyard.get(&kernel) {
+                    return dead(gateway, kernel, &parts.method, model);
+                }
+            }
+            return Err(error);
+        }
+    };
     let gone = answer.status == StatusCode::NOT_FOUND
         || (parts.method == Method::DELETE && answer.status.is_success());
     if gone {

@@ -91,18 +91,29 @@ async fn check_one(
                 sync_kernels(balancer, backend, upstream, settings).await;
             }
         }
-        Err(error) => match backend.record_failure(is_refused(&error)) {
-            Transition::Failed => {
-                tracing::warn!(%runner, error = %chain(&error), "kernel runner unhealthy");
-            }
-            Transition::Lost => {
-                let reason = format!("kernel runner {runner} is gone: {}", root_cause(&error));
-                let dead = balancer.bury_kernels_of(backend, &reason);
-                tracing::warn!(%runner, kernels = dead, error = %chain(&error), "kernel runner gone; its kernels are dead");
-            }
-            _ => {}
-        },
+        Err(error) => {
+            record_failure(balancer, backend, &error);
+        }
     }
+}
+
+/// Takes a failed exchange with `backend`, from a health check or a request: the runner
+/// leaves the rotation, and when it is gone its kernels are reported dead. Returns true when
+/// the runner is gone now.
+pub fn record_failure(balancer: &Balancer, backend: &Backend, error: &GatewayError) -> bool {
+    let runner = backend.url();
+    match backend.record_failure(is_refused(error)) {
+        Transition::Failed => {
+            tracing::warn!(%runner, error = %chain(error), "kernel runner unhealthy");
+        }
+        Transition::Lost => {
+            let reason = format!("kernel runner {runner} is gone: {}", root_cause(error));
+            let dead = balancer.bury_kernels_of(backend, &reason);
+            tracing::warn!(%runner, kernels = dead, error = %chain(error), "kernel runner gone; its kernels are dead");
+        }
+        _ => {}
+    }
+    backend.is_gone()
 }
 
 async fn status(

@@ -125,6 +125,15 @@ pub struct Cli {
         default_value_t = 10
     )]
     shutdown_grace: u64,
+
+    /// The largest batch job upload, all files together, in MiB.
+    #[arg(
+        long,
+        env = "CELLGATE_JOBS_MAX_UPLOAD_MB",
+        value_name = "MIB",
+        default_value_t = 4096
+    )]
+    jobs_max_upload_mb: u64,
 }
 
 /// The checked settings the gateway starts with.
@@ -265,6 +274,7 @@ impl Cli {
         }
         config.max_connections = self.max_connections;
         config.timeouts.shutdown_grace = Duration::from_secs(self.shutdown_grace);
+        config.jobs.max_upload_bytes = self.jobs_max_upload_mb.saturating_mul(1 << 20);
         config.tls_reload_interval =
             (self.tls_reload_interval > 0).then(|| Duration::from_secs(self.tls_reload_interval));
         config.health.interval = Duration::from_secs(self.health_interval);

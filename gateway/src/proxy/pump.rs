@@ -1,8 +1,8 @@
 //! Moving frames between a client's websocket and its runner's until one side ends, then
 //! closing the other side with a code and reason that say why.
 //!
-//! Each direction awaits its send before reading the next frame, so a slow reader slows its
-//! writer down instead of filling a queue. Both directions run in one task. The gateway pings
+//! Each direction awaits its write (of the frames that had already arrived, a bounded batch)
+//! before reading on, so a slow reader slows its writer down instead of filling a queue. Both directions run in one task. The gateway pings
 //! both ends itself and takes an end that sends nothing (not even a pong) within the idle
 //! timeout for dead. Pings from either end are passed on, so end-to-end liveness checks keep
 //! working; the other end's pong comes back through the proxy. Pongs answering the gateway's
@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -209,36 +209,94 @@ where
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut deadline = Instant::now() + settings.idle_timeout;
     loop {
-        let outgoing = tokio::select! {
-            next = tokio::time::timeout_at(deadline, from.next()) => {
-                let message = match next {
-                    Err(_elapsed) => return Ending::Idle { side },
-                    Ok(None) => return Ending::Closed { by: side, frame: None },
-                    Ok(Some(Err(error))) => return Ending::Failed { side, error },
-                    Ok(Some(Ok(message))) => message,
-                };
-                deadline = Instant::now() + settings.idle_timeout;
-                match message {
-                    Message::Close(frame) => return Ending::Closed { by: side, frame },
-                    Message::Pong(payload) if payload == KEEPALIVE => continue,
-                    // Reading never yields raw frames; nothing to pass on.
-                    Message::Frame(_) => continue,
-                    message => {
-                        match side {
-                            Side::Client => timing.from_client(&message),
-                            Side::Runner => timing.from_runner(&message),
-                        }
-                        message
-                    }
+        let read = tokio::select! {
+            next = tokio::time::timeout_at(deadline, from.next()) => match next {
+                Err(_elapsed) => return Ending::Idle { side },
+                Ok(next) => {
+                    deadline = Instant::now() + settings.idle_timeout;
+                    classify(next, side, timing)
                 }
-            }
-            _ = keepalive.tick() => Message::Ping(KEEPALIVE.to_vec()),
+            },
+            _ = keepalive.tick() => Read::Forward(Message::Ping(KEEPALIVE.to_vec())),
         };
-        if let Err(error) = to.send(outgoing).await {
+        let message = match read {
+            Read::Forward(message) => message,
+            Read::Skip => continue,
+            Read::End(ending) => return ending,
+        };
+        if let Err(error) = to.feed(message).await {
             return Ending::Failed {
                 side: side.other(),
                 error,
             };
+        }
+        // Whatever else has arrived already goes out in the same write: a burst of outputs
+        // costs one TLS record and one system call instead of one each. Nothing waits for
+        // more, so a lone message is sent at once. Any ending that follows sends a close,
+        // which flushes what was fed.
+        for _ in 1..MAX_BATCH {
+            let Some(next) = from.next().now_or_never() else {
+                break;
+            };
+            deadline = Instant::now() + settings.idle_timeout;
+            match classify(next, side, timing) {
+                Read::Forward(message) => {
+                    if let Err(error) = to.feed(message).await {
+                        return Ending::Failed {
+                            side: side.other(),
+                            error,
+                        };
+                    }
+                }
+                Read::Skip => {}
+                Read::End(ending) => return ending,
+            }
+        }
+        if let Err(error) = to.flush().await {
+            return Ending::Failed {
+                side: side.other(),
+                error,
+            };
+        }
+    }
+}
+
+/// Messages taken from one side at most before the other side is flushed.
+const MAX_BATCH: usize = 64;
+
+/// What to do with one read from a side.
+enum Read {
+    Forward(Message),
+    Skip,
+    End(Ending),
+}
+
+fn classify(
+    next: Option<Result<Message, WsError>>,
+    side: Side,
+    timing: &ExecuteTiming<'_>,
+) -> Read {
+    let message = match next {
+        None => {
+            return Read::End(Ending::Closed {
+                by: side,
+                frame: None,
+            })
+        }
+        Some(Err(error)) => return Read::End(Ending::Failed { side, error }),
+        Some(Ok(message)) => message,
+    };
+    match message {
+        Message::Close(frame) => Read::End(Ending::Closed { by: side, frame }),
+        Message::Pong(payload) if payload == KEEPALIVE => Read::Skip,
+        // Reading never yields raw frames; nothing to pass on.
+        Message::Frame(_) => Read::Skip,
+        message => {
+            match side {
+                Side::Client => timing.client_frame(&message),
+                Side::Runner => timing.runner_frame(&message),
+            }
+            Read::Forward(message)
         }
     }
 }

@@ -35,7 +35,7 @@ impl<'a> ExecuteTiming<'a> {
     }
 
     /// A frame from the client, about to be sent to the runner.
-    pub fn from_client(&self, frame: &Message) {
+    pub fn client_frame(&self, frame: &Message) {
         let Some(msg_id) = execute_request_id(frame) else {
             return;
         };
@@ -46,7 +46,7 @@ impl<'a> ExecuteTiming<'a> {
     }
 
     /// A frame from the runner, about to be sent to the client.
-    pub fn from_runner(&self, frame: &Message) {
+    pub fn runner_frame(&self, frame: &Message) {
         if self.lock().is_empty() {
             return;
         }
@@ -183,21 +183,21 @@ mod tests {
     fn a_reply_to_a_timed_request_is_observed_once_in_either_framing() {
         let histogram = Histogram::new(&LATENCY_BUCKETS);
         let timing = ExecuteTiming::new(&histogram);
-        timing.from_client(&legacy("execute_request", "a", ""));
-        timing.from_client(&v1("shell", "execute_request", "b", ""));
-        timing.from_client(&legacy("kernel_info_request", "c", ""));
+        timing.client_frame(&legacy("execute_request", "a", ""));
+        timing.client_frame(&v1("shell", "execute_request", "b", ""));
+        timing.client_frame(&legacy("kernel_info_request", "c", ""));
         // Output that mentions a reply, and replies to other requests, stop no clock.
-        timing.from_runner(&legacy("stream", "x", "a"));
-        timing.from_runner(&legacy("execute_reply", "y", "zzz"));
+        timing.runner_frame(&legacy("stream", "x", "a"));
+        timing.runner_frame(&legacy("execute_reply", "y", "zzz"));
         assert_eq!(histogram.count(), 0);
-        timing.from_runner(&legacy("execute_reply", "r1", "a"));
-        timing.from_runner(&legacy("execute_reply", "r1", "a"));
+        timing.runner_frame(&legacy("execute_reply", "r1", "a"));
+        timing.runner_frame(&legacy("execute_reply", "r1", "a"));
         assert_eq!(histogram.count(), 1);
-        timing.from_runner(&v1("iopub", "execute_reply", "r2", "b"));
+        timing.runner_frame(&v1("iopub", "execute_reply", "r2", "b"));
         assert_eq!(histogram.count(), 1, "replies come on shell");
-        timing.from_runner(&v1("shell", "execute_reply", "r2", "b"));
+        timing.runner_frame(&v1("shell", "execute_reply", "r2", "b"));
         assert_eq!(histogram.count(), 2);
-        timing.from_runner(&Message::Text("not json execute_reply".into()));
-        timing.from_client(&Message::Binary(b"execute_request".to_vec()));
+        timing.runner_frame(&Message::Text("not json execute_reply".into()));
+        timing.client_frame(&Message::Binary(b"execute_request".to_vec()));
     }
 }

@@ -9,6 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -88,6 +89,16 @@ pub fn upgrade(
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// Messages written to a connection at most before it is flushed.
+const MAX_BATCH: usize = 64;
+
+fn ws_frame(message: &cellgate_protocol::Message, framing: Framing) -> WsMessage {
+    match wire::encode(message, framing) {
+        Payload::Text(text) => WsMessage::Text(text),
+        Payload::Binary(bytes) => WsMessage::Binary(bytes),
+    }
+}
+
 /// The client's `session_id` query parameter: a client that reconnects with the same one
 /// gets the messages it missed while away.
 fn client_session(query: Option<&str>) -> Option<String> {
@@ -113,22 +124,44 @@ async fn session(
     ping.reset();
     let close = loop {
         tokio::select! {
-            outgoing = outbox.recv() => match outgoing {
-                Some(Outgoing::Message(message)) => {
-                    let frame = match wire::encode(&message, framing) {
-                        Payload::Text(text) => WsMessage::Text(text),
-                        Payload::Binary(bytes) => WsMessage::Binary(bytes),
-                    };
-                    if sink.send(frame).await.is_err() {
+            outgoing = outbox.recv() => {
+                // What is already queued goes out in the same write: a cell's burst of
+                // outputs costs one system call rather than one per message.
+                let mut next = outgoing;
+                let mut sent = 0;
+                let stop = loop {
+                    match next {
+                        Some(Outgoing::Message(message)) => {
+                            if sink.feed(ws_frame(&message, framing)).await.is_err() {
+                                break Some(None);
+                            }
+                        }
+                        Some(Outgoing::Close(code, reason)) => {
+                            break Some(Some((CloseCode::from(code), reason)));
+                        }
+                        None => break Some(Some((
+                            CloseCode::Policy,
+                            "this client fell too far behind the kernel's output".to_owned(),
+                        ))),
+                    }
+                    sent += 1;
+                    if sent == MAX_BATCH {
                         break None;
                     }
+                    next = match outbox.try_recv() {
+                        Ok(item) => Some(item),
+                        Err(mpsc::error::TryRecvError::Empty) => break None,
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    };
+                };
+                // An ending sends a close frame below, which flushes what was fed.
+                if let Some(close) = stop {
+                    break close;
                 }
-                Some(Outgoing::Close(code, reason)) => break Some((CloseCode::from(code), reason)),
-                None => break Some((
-                    CloseCode::Policy,
-                    "this client fell too far behind the kernel's output".to_owned(),
-                )),
-            },
+                if sink.flush().await.is_err() {
+                    break None;
+                }
+            }
             frame = stream.next() => match frame {
                 Some(Ok(WsMessage::Text(text))) => {
                     if let Some(close) = receive(&kernel, connection, Payload::Text(text)) {

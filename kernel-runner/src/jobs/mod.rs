@@ -1,6 +1,7 @@
 //! Batch jobs: the store on the shared volume, the worker that claims and runs them, the
 //! MD5 service, and the executors for programs.
 
+pub mod container;
 pub mod error;
 pub mod execute;
 pub mod languages;
