@@ -31,6 +31,8 @@ pub struct GatewayConfig {
     pub health: HealthSettings,
     /// The batch jobs front: upload size and time.
     pub jobs: JobsSettings,
+    /// Threads serving client connections, each its own event loop; 0 means one per CPU.
+    pub worker_threads: usize,
     /// How often a certificate read from files is checked for changes; `None` leaves reloads
     /// to [`crate::CertificateReloader::reload`] (the binaries call it on SIGHUP).
     pub tls_reload_interval: Option<Duration>,
@@ -115,6 +117,7 @@ impl GatewayConfig {
             websocket: WebsocketSettings::default(),
             health: HealthSettings::default(),
             jobs: JobsSettings::default(),
+            worker_threads: 0,
             tls_reload_interval: Some(Duration::from_secs(5)),
         }
     }
@@ -135,6 +138,7 @@ impl fmt::Debug for GatewayConfig {
             .field("websocket", &self.websocket)
             .field("health", &self.health)
             .field("jobs", &self.jobs)
+            .field("worker_threads", &self.worker_threads)
             .field("tls_reload_interval", &self.tls_reload_interval)
             .finish()
     }

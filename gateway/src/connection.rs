@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
+use crate::proxy::read_ahead::ReadAhead;
 use crate::router;
 use crate::state::{Connection, Gateway};
 
@@ -23,7 +24,7 @@ pub async fn serve(
     permit: OwnedSemaphorePermit,
 ) {
     let handshake_timeout = gateway.timeouts.tls_handshake;
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(ReadAhead::new(tcp))).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "TLS handshake failed");

@@ -146,6 +146,11 @@ pub enum GatewayError {
         #[source]
         source: askama::Error,
     },
+    #[error("starting the gateway's worker threads failed")]
+    Workers {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("building an HTTP message failed")]
     Http {
         #[source]
@@ -188,6 +193,7 @@ impl GatewayError {
             | InvalidRunnerSecret
             | InvalidRunnerUrl { .. }
             | Template { .. }
+            | Workers { .. }
             | Http { .. } => ErrorKind::Internal,
         }
     }

@@ -24,6 +24,7 @@ mod server;
 mod state;
 mod tasks;
 mod tls;
+mod workers;
 
 pub use balancer::discovery::{Discovery, Dns, Resolve, StaticList, SystemResolver};
 pub use config::{

@@ -1,11 +1,12 @@
 //! The accept loop: connections are taken under the connection limit, each served in its own
-//! tracked task, until shutdown; then the gateway drains within the grace period.
+//! tracked task on one of the worker threads, until shutdown; then the gateway drains within
+//! the grace period.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
@@ -16,6 +17,7 @@ use crate::error::GatewayError;
 use crate::state::Gateway;
 use crate::tasks::Tasks;
 use crate::tls::LoadedTls;
+use crate::workers::Workers;
 
 /// How long to pause accepting after an accept error such as running out of file
 /// descriptors, so the loop does not spin while the condition lasts.
@@ -66,6 +68,10 @@ pub async fn run(
     }
 
     let acceptor = TlsAcceptor::from(tls.server_config);
+    let workers = Workers::start(match config.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        count => count,
+    })?;
     // At least one slot: a limit of zero would accept nothing and hang every client.
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     tokio::pin!(shutdown);
@@ -94,13 +100,26 @@ pub async fn run(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%peer, %error, "setting TCP_NODELAY failed");
         }
-        tasks.spawn(connection::serve(
-            tcp,
-            peer,
-            acceptor.clone(),
-            gateway.clone(),
-            permit,
-        ));
+        // The socket moves to a worker thread's event loop, where it is served from now on.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "handing a connection to a worker failed");
+                continue;
+            }
+        };
+        let (acceptor, gateway) = (acceptor.clone(), gateway.clone());
+        tasks.spawn_on(
+            async move {
+                match TcpStream::from_std(tcp) {
+                    Ok(tcp) => connection::serve(tcp, peer, acceptor, gateway, permit).await,
+                    Err(error) => {
+                        tracing::warn!(%peer, %error, "a worker could not take a connection");
+                    }
+                }
+            },
+            workers.next(),
+        );
     }
 
     drop(listener);
@@ -109,6 +128,7 @@ pub async fn run(
     // connection tasks still hold theirs until they finish.
     drop(gateway);
     let left = tasks.drain(config.timeouts.shutdown_grace).await;
+    workers.stop().await;
     if left > 0 {
         tracing::warn!(tasks = left, "gateway stopped with tasks still running");
     } else {

@@ -31,6 +31,14 @@ impl Tasks {
         self.tracker.spawn(task);
     }
 
+    /// Runs `task` on the runtime of `handle`; [`Tasks::drain`] waits for it.
+    pub fn spawn_on<F>(&self, task: F, handle: &tokio::runtime::Handle)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn_on(task, handle);
+    }
+
     /// Cancelled when shutdown starts: stop taking work and finish what is open.
     pub fn stopping(&self) -> &CancellationToken {
         &self.stopping

@@ -117,6 +117,15 @@ pub struct Cli {
     )]
     health_interval: u64,
 
+    /// Threads serving client connections, each its own event loop (0: one per CPU).
+    #[arg(
+        long,
+        env = "CELLGATE_WORKER_THREADS",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    worker_threads: usize,
+
     /// Seconds open connections get to finish after SIGTERM or Ctrl-C.
     #[arg(
         long,
@@ -273,6 +282,7 @@ impl Cli {
             };
         }
         config.max_connections = self.max_connections;
+        config.worker_threads = self.worker_threads;
         config.timeouts.shutdown_grace = Duration::from_secs(self.shutdown_grace);
         config.jobs.max_upload_bytes = self.jobs_max_upload_mb.saturating_mul(1 << 20);
         config.tls_reload_interval =

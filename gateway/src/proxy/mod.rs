@@ -5,6 +5,7 @@
 
 pub mod headers;
 pub mod pump;
+pub mod read_ahead;
 pub mod rest;
 pub mod session;
 pub mod timing;

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use url::{Host, Url};
 
+use super::read_ahead::ReadAhead;
 use super::upstream::{runner_uri, Upstream};
 use crate::config::{Timeouts, WebsocketSettings};
 use crate::error::GatewayError;
@@ -195,7 +196,8 @@ async fn upgrade_runner(
         runner: runner.clone(),
         source: Box::new(source),
     };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    let io = TokioIo::new(ReadAhead::new(tcp));
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(lost)?;
     // The connection task ends when it hands the socket over at the upgrade, or when the
