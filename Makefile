@@ -59,10 +59,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## bench: kernel round-trip and start-up latency through the TLS gateway, against the anchors
+## bench: kernel latency, MD5 throughput, and websocket proxying against nginx (needs nginx), against the anchors
 bench:
 	$(CARGO) bench --bench kernel_latency
 	$(CARGO) bench --bench jobs
+	$(CARGO) bench --bench proxy
 
 clean:
 	$(CARGO) clean

@@ -32,10 +32,13 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-const WARMUP: usize = 500;
-const ROUND_TRIPS: usize = 5000;
+const WARMUP: usize = 300;
+/// Round trips per path per round; the paths take turns, so drift on a busy machine hits
+/// them alike.
+const ROUND_TRIPS: usize = 1000;
+const ROUNDS: usize = 5;
 const STREAMS: usize = 4;
-const REQUESTS_PER_STREAM: usize = 10_000;
+const REQUESTS_PER_STREAM: usize = 5_000;
 const WINDOW: usize = 32;
 /// Every `kernel_info_request` is answered with three messages.
 const FRAMES_PER_REQUEST: usize = 3;
@@ -108,20 +111,13 @@ async fn data_frames(socket: &mut Socket, count: usize) {
     }
 }
 
-async fn round_trips(path: &Via, kernel: &str) -> Vec<Duration> {
-    let mut socket = path.connect(kernel).await;
-    let mut samples = Vec::with_capacity(ROUND_TRIPS);
-    for n in 0..WARMUP + ROUND_TRIPS {
+async fn round_trips(socket: &mut Socket, count: usize, samples: &mut Vec<Duration>) {
+    for n in 0..count {
         let started = Instant::now();
         socket.send(kernel_info(n)).await.unwrap();
-        data_frames(&mut socket, FRAMES_PER_REQUEST).await;
-        if n >= WARMUP {
-            samples.push(started.elapsed());
-        }
+        data_frames(socket, FRAMES_PER_REQUEST).await;
+        samples.push(started.elapsed());
     }
-    let _ = socket.close(None).await;
-    samples.sort();
-    samples
 }
 
 /// Messages received per second with [`WINDOW`] requests in flight on each of the streams.
@@ -246,14 +242,22 @@ struct Nginx {
     address: String,
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
+impl Nginx {
+    /// SIGTERM, nginx's fast stop, and a wait for the master, which ends its workers first;
+    /// killing the master outright would leave the workers behind.
+    async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
-            // SIGQUIT: nginx's graceful stop, which also ends its workers.
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGQUIT,
+                nix::sys::signal::Signal::SIGTERM,
             );
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("nginx did not stop within 30 s; killing it");
+            let _ = self.child.kill().await;
         }
         let _ = std::fs::remove_dir_all(&self.prefix);
     }
@@ -322,7 +326,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-#[tokio::main]
+// One client thread, so the client takes as little CPU from the proxies as it can.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let idle: usize = std::env::var("CELLGATE_BENCH_IDLE")
         .ok()
@@ -331,7 +336,12 @@ async fn main() {
     let runner = RunnerProcess::start(&[]).await;
     let gateway = GatewayProcess::start(&[&runner.url], &["--max-connections", "30000"]).await;
     let client = gateway.client();
-    let kernel = client.start_kernel("bash").await;
+    // Each latency connection has a kernel of its own: a kernel's status messages go to
+    // every connection attached to it.
+    let mut latency_kernels = Vec::new();
+    for _ in 0..3 {
+        latency_kernels.push(client.start_kernel("bash").await);
+    }
     let idle_kernel = client.start_kernel("bash").await;
     let mut stream_kernels = Vec::new();
     for _ in 0..STREAMS {
@@ -378,14 +388,33 @@ async fn main() {
 
     let mut paths = vec![direct.clone(), through_gateway.clone()];
     paths.extend(through_nginx.clone());
-    let mut latency = Vec::new();
-    for path in &paths {
-        latency.push(round_trips(path, &kernel).await);
+    let mut sockets = Vec::new();
+    for (path, kernel) in paths.iter().zip(&latency_kernels) {
+        let mut socket = path.connect(kernel).await;
+        round_trips(&mut socket, WARMUP, &mut Vec::new()).await;
+        sockets.push(socket);
     }
-    let mut rates = Vec::new();
-    for path in &paths {
-        rates.push(throughput(path, &stream_kernels).await);
+    let mut latency = vec![Vec::new(); paths.len()];
+    let mut rates = vec![Vec::new(); paths.len()];
+    for _ in 0..ROUNDS {
+        for (socket, samples) in sockets.iter_mut().zip(&mut latency) {
+            round_trips(socket, ROUND_TRIPS, samples).await;
+        }
+        for (path, rate) in paths.iter().zip(&mut rates) {
+            rate.push(throughput(path, &stream_kernels).await);
+        }
     }
+    for samples in &mut latency {
+        samples.sort();
+    }
+    // The median round of each path.
+    let rates: Vec<f64> = rates
+        .into_iter()
+        .map(|mut rounds| {
+            rounds.sort_by(f64::total_cmp);
+            rounds[rounds.len() / 2]
+        })
+        .collect();
 
     let direct_p50 = ms(percentile(&latency[0], 0.5));
     println!("| path | round trip p50 | p99 | added p50 | messages/s |");
@@ -405,8 +434,10 @@ async fn main() {
     }
     println!();
     println!(
-        "round trip: {ROUND_TRIPS} kernel_info requests one at a time; messages/s: {STREAMS} \
-         connections, {WINDOW} requests in flight each, 3 messages per request"
+        "round trip: {} kernel_info requests one at a time per path, the paths taking turns in \
+         {ROUNDS} rounds; messages/s: {STREAMS} connections, {WINDOW} requests in flight \
+         each, 3 messages per request, the median of {ROUNDS} rounds",
+        ROUNDS * ROUND_TRIPS
     );
     println!();
     println!("| proxy | idle websockets | RSS before | RSS with them open | per websocket |");
@@ -424,5 +455,7 @@ async fn main() {
         "RSS: the gateway process; nginx's master and workers together. The design's number \
          is 10,000; this machine's descriptor limit (20,000, two per proxied websocket) caps N."
     );
-    drop(nginx);
+    if let Some(nginx) = nginx {
+        nginx.stop().await;
+    }
 }

@@ -24,17 +24,18 @@ pub async fn serve(
     permit: OwnedSemaphorePermit,
 ) {
     let handshake_timeout = gateway.timeouts.tls_handshake;
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(ReadAhead::new(tcp))).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => {
-            tracing::debug!(%peer, %error, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
+    let tls =
+        match tokio::time::timeout(handshake_timeout, acceptor.accept(ReadAhead::new(tcp))).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
     let connection = Connection {
         peer,
         permit: Arc::new(permit),

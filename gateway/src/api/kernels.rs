@@ -201,6 +201,9 @@ pub async fn forward(
         || (parts.method == Method::DELETE && answer.status.is_success());
     if gone {
         gateway.balancer.owners.forget(&kernel);
+        if parts.method == Method::DELETE && answer.status.is_success() {
+            backend.kernel_deleted();
+        }
     } else if parts.method == Method::GET && answer.status == StatusCode::OK {
         if let Ok(model) = answer.json::<KernelModel>(backend.url(), "kernel model") {
             gateway.balancer.record_owner(kernel, &backend, Some(model));

@@ -75,7 +75,11 @@ pub struct Backend {
     failures: AtomicU32,
     draining: AtomicBool,
     sessions: AtomicUsize,
+    /// Kernels as the runner last reported them.
     kernels: AtomicUsize,
+    /// Kernels this gateway started there and has not deleted: exact for this gateway's own
+    /// kernels, where a report may be a moment behind or ahead of the answers to starts.
+    own_kernels: AtomicUsize,
     in_flight: AtomicUsize,
     runner_id: Mutex<Option<String>>,
     /// Cancelled when the runner is declared gone, then replaced by a fresh token, so a
@@ -113,6 +117,7 @@ impl Backend {
             draining: AtomicBool::new(false),
             sessions: AtomicUsize::new(0),
             kernels: AtomicUsize::new(0),
+            own_kernels: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             runner_id: Mutex::new(None),
             life: Mutex::new(CancellationToken::new()),
@@ -148,7 +153,10 @@ impl Backend {
             healthy: self.is_healthy(),
             draining: self.draining.load(Ordering::Relaxed),
             sessions: self.sessions.load(Ordering::Relaxed),
-            kernels: self.kernels.load(Ordering::Relaxed),
+            kernels: self
+                .kernels
+                .load(Ordering::Relaxed)
+                .max(self.own_kernels.load(Ordering::Relaxed)),
             in_flight: self.in_flight.load(Ordering::Relaxed),
         }
     }
@@ -258,8 +266,10 @@ impl Backend {
 
     // The runner's own counts arrive with each health check. Between two checks the gateway
     // adds what it caused itself, so a burst of placements spreads out instead of piling onto
-    // the runner that looked idlest at the last check. The next report overwrites these
-    // guesses with the truth, which is why nothing is ever subtracted here.
+    // the runner that looked idlest at the last check. For kernels, a report taken while
+    // starts are being answered may or may not include them, so the gateway's exact count of
+    // its own kernels is kept apart and the larger of the two is used; for sessions the next
+    // report simply overwrites the guess.
 
     /// A kernel start was sent; it counts until [`Backend::placement_answered`].
     pub fn placement_started(&self) {
@@ -269,9 +279,18 @@ impl Backend {
     pub fn placement_answered(&self, kernel_started: bool) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         if kernel_started {
-            self.kernels.fetch_add(1, Ordering::Relaxed);
+            self.own_kernels.fetch_add(1, Ordering::Relaxed);
             self.placements.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A kernel was deleted through this gateway.
+    pub fn kernel_deleted(&self) {
+        let _ = self
+            .own_kernels
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
+                count.checked_sub(1)
+            });
     }
 
     /// A websocket session to this runner was opened through this gateway; it counts as
@@ -354,11 +373,17 @@ mod tests {
         assert_eq!(backend.load().in_flight, 1);
         backend.placement_answered(true);
         let guard = backend.session_opened();
-        assert_eq!((backend.load().sessions, backend.load().kernels), (2, 2));
+        assert_eq!((backend.load().sessions, backend.load().kernels), (2, 1));
         assert_eq!(backend.counters().proxied_sessions, 1);
         drop(guard);
         assert_eq!(backend.counters().proxied_sessions, 0);
         assert_eq!(backend.counters().placements, 1);
+        // A report that predates the start does not hide it; one that counts more wins.
+        backend.record_status(&status(1, 0));
+        assert_eq!(backend.load().kernels, 1);
+        backend.kernel_deleted();
+        backend.kernel_deleted();
+        assert_eq!(backend.load().kernels, 0);
         backend.record_status(&status(1, 2));
         assert_eq!(
             backend.load(),

@@ -13,15 +13,11 @@ impl Selection for LeastConnections {
             .iter()
             .enumerate()
             .filter(|(_, load)| load.healthy && !load.draining)
-            // A placement in flight becomes a kernel, and its client opens a session right
-            // after, so it counts as both before the runner reports either.
-            .min_by_key(|(index, load)| {
-                (
-                    load.sessions + load.in_flight,
-                    load.kernels + load.in_flight,
-                    *index,
-                )
-            })
+            // A placement in flight counts as a kernel before the runner reports it. It does
+            // not count as a session: its session appears (and is counted) only when its
+            // client connects, and a guess that vanished when the start is answered would
+            // make concurrent starts skip runners that merely answered later.
+            .min_by_key(|(index, load)| (load.sessions, load.kernels + load.in_flight, *index))
             .map(|(index, _)| index)
     }
 }
@@ -56,18 +52,20 @@ mod tests {
     }
 
     #[test]
-    fn placements_in_flight_count_against_their_runner() {
+    fn placements_in_flight_count_against_their_runner_as_kernels() {
         let busy = Load {
             in_flight: 2,
             ..load(0, 0)
         };
-        assert_eq!(LeastConnections.select(&[busy, load(1, 1)]), Some(1));
-        let one_pending = Load {
+        assert_eq!(LeastConnections.select(&[busy, load(0, 1)]), Some(1));
+        // Sessions still come first: pending starts do not outweigh an open session.
+        assert_eq!(LeastConnections.select(&[busy, load(1, 0)]), Some(0));
+        // A runner with a start pending and fewer kernels is not skipped for one with more.
+        let pending = Load {
             in_flight: 1,
-            ..load(0, 0)
+            ..load(0, 9)
         };
-        // One pending placement ties with one session; the kernel count breaks the tie.
-        assert_eq!(LeastConnections.select(&[one_pending, load(1, 0)]), Some(1));
+        assert_eq!(LeastConnections.select(&[load(0, 11), pending]), Some(1));
     }
 
     #[test]

@@ -207,16 +207,25 @@ where
         settings.ping_interval,
     );
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut deadline = Instant::now() + settings.idle_timeout;
+    // The idle timer is only moved when it fires, not on every frame: each frame just notes
+    // the time, and a timer that fires early is set again for the rest of the wait.
+    let mut last_seen = Instant::now();
+    let idle = tokio::time::sleep_until(last_seen + settings.idle_timeout);
+    tokio::pin!(idle);
     loop {
         let read = tokio::select! {
-            next = tokio::time::timeout_at(deadline, from.next()) => match next {
-                Err(_elapsed) => return Ending::Idle { side },
-                Ok(next) => {
-                    deadline = Instant::now() + settings.idle_timeout;
-                    classify(next, side, timing)
+            next = from.next() => {
+                last_seen = Instant::now();
+                classify(next, side, timing)
+            }
+            () = &mut idle => {
+                let due = last_seen + settings.idle_timeout;
+                if Instant::now() >= due {
+                    return Ending::Idle { side };
                 }
-            },
+                idle.as_mut().reset(due);
+                continue;
+            }
             _ = keepalive.tick() => Read::Forward(Message::Ping(KEEPALIVE.to_vec())),
         };
         let message = match read {
@@ -238,7 +247,6 @@ where
             let Some(next) = from.next().now_or_never() else {
                 break;
             };
-            deadline = Instant::now() + settings.idle_timeout;
             match classify(next, side, timing) {
                 Read::Forward(message) => {
                     if let Err(error) = to.feed(message).await {

@@ -33,10 +33,6 @@ impl<S> ReadAhead<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// Hands out what is buffered; frees the buffer once it is drained.
     fn drain_into(&mut self, out: &mut ReadBuf<'_>) {
         let count = out.remaining().min(self.buffer.len() - self.start);
