@@ -47,7 +47,7 @@ else
         name=$(basename "$(dirname "$dockerfile")")
         # The service images (gateway, runner, registry, nginx) are not languages: they need
         # staged binaries or configs, and swarm/build-images.sh builds them.
-        case "$name" in gateway | runner | registry | nginx) continue ;; esac
+        case "$name" in gateway | runner | registry | nginx | common) continue ;; esac
         languages+=("$name")
     done
 fi
@@ -57,7 +57,9 @@ for language in "${languages[@]}"; do
         exit 1
     fi
     say "building ${prefix}${language}:${tag}"
-    docker build --quiet --tag "${prefix}${language}:${tag}" "$here/$language" >/dev/null
+    # The context is images/ itself, so images can share files from images/common.
+    docker build --quiet --tag "${prefix}${language}:${tag}" \
+        --file "$here/$language/Dockerfile" "$here" >/dev/null
     version=$(docker run --rm --network none --entrypoint cat "${prefix}${language}:${tag}" \
         /opt/cellgate/language-version 2>/dev/null || echo "unknown version")
     say "${prefix}${language}:${tag}: ${version}"

@@ -157,7 +157,7 @@ pub static R: Language = Language {
         },
         DriverFile {
             name: "forward.pl",
-            source: include_str!("../../images/r/forward.pl"),
+            source: include_str!("../../images/common/forward.pl"),
         },
     ],
 };
@@ -176,7 +176,7 @@ pub static OCTAVE: Language = Language {
         },
         DriverFile {
             name: "forward.pl",
-            source: include_str!("../../images/octave/forward.pl"),
+            source: include_str!("../../images/common/forward.pl"),
         },
         DriverFile {
             name: "__cellgate_driver__.m",
