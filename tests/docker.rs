@@ -14,26 +14,6 @@ async fn docker_server(images: &[&str]) -> Option<Server> {
     Some(Server::start_with(&["--backend", "docker"]).await)
 }
 
-async fn kernel(server: &Server, name: &str) -> (String, KernelSocket) {
-    let id = server.client().start_kernel(name).await;
-    let socket = KernelSocket::connect(&server.address, &server.token, &id).await;
-    (id, socket)
-}
-
-async fn interrupt(server: &Server, kernel: &str, socket: &mut KernelSocket, code: &str) {
-    let id = socket.send_execute(code).await;
-    socket
-        .wait_for(&id, |m| matches!(&m.content, Content::Stream(_)))
-        .await;
-    let reply = server
-        .client()
-        .post(&format!("/api/kernels/{kernel}/interrupt"), json!({}))
-        .await;
-    assert_eq!(reply.status, http::StatusCode::NO_CONTENT);
-    let run = socket.collect(&id).await;
-    assert_eq!(run.reply().status, ReplyStatus::Error, "{code}");
-}
-
 /// What one language must do in a notebook: keep state, stream stdout and stderr, report
 /// errors with a traceback, and survive an interrupt with its state.
 struct LanguageCase {
@@ -53,7 +33,7 @@ async fn check_language(case: &LanguageCase) {
     let Some(mut server) = docker_server(&[case.image]).await else {
         return;
     };
-    let (id, mut socket) = kernel(&server, case.kernel).await;
+    let (id, mut socket) = server.kernel(case.kernel).await;
     let run = socket.execute(case.define).await;
     assert_eq!(
         run.reply().status,
@@ -84,7 +64,7 @@ async fn check_language(case: &LanguageCase) {
         "{error:?}"
     );
     assert_eq!(run.reply().status, ReplyStatus::Error);
-    interrupt(&server, &id, &mut socket, case.spin).await;
+    server.interrupt_cell(&id, &mut socket, case.spin).await;
     let run = socket.execute(case.read_back).await;
     let seen = format!("{}{}", run.stdout(), run.result().unwrap_or_default());
     assert!(
@@ -242,7 +222,7 @@ async fn check_plot(kernel_name: &str, image: &str, code: &str) {
     let Some(server) = docker_server(&[image]).await else {
         return;
     };
-    let (_, mut socket) = kernel(&server, kernel_name).await;
+    let (_, mut socket) = server.kernel(kernel_name).await;
     let run = socket.execute(code).await;
     assert_eq!(run.reply().status, ReplyStatus::Ok, "{:?}", run.messages);
     let displays = run.displays();
@@ -273,7 +253,7 @@ async fn python_plots_arrive_as_png_from_a_container() {
         return;
     };
     let server = _server;
-    let (_, mut socket) = kernel(&server, "python3").await;
+    let (_, mut socket) = server.kernel("python3").await;
     let run = socket
         .execute("import matplotlib.pyplot as plt\nimport numpy as np, pandas as pd\nplt.plot(np.arange(5))\nplt.show()\npd.DataFrame({'a': [1]}).shape")
         .await;
@@ -291,7 +271,7 @@ async fn the_sandbox_holds_against_abuse() {
     let Some(mut server) = docker_server(&["python", "bash"]).await else {
         return;
     };
-    let (_, mut py) = kernel(&server, "python3").await;
+    let (_, mut py) = server.kernel("python3").await;
 
     let run = py
         .execute("import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=3)\n    print('connected')\nexcept OSError as e:\n    print('refused', type(e).__name__)")
@@ -319,7 +299,7 @@ async fn the_sandbox_holds_against_abuse() {
         "secrets leaked into the kernel"
     );
 
-    let (bash_id, mut bash) = kernel(&server, "bash").await;
+    let (bash_id, mut bash) = server.kernel("bash").await;
     let run = bash
         .execute("id -u; touch /usr/x 2>&1 || echo no-write")
         .await;
@@ -360,7 +340,7 @@ async fn the_sandbox_holds_against_abuse() {
     let _ = bash_id;
 
     // A memory balloon is killed by the kernel's memory limit, and the API says why.
-    let (balloon_id, mut balloon) = kernel(&server, "python3").await;
+    let (balloon_id, mut balloon) = server.kernel("python3").await;
     let run = balloon
         .execute("chunks = []\nwhile True:\n    chunks.append(bytearray(64 * 1024 * 1024))")
         .await;

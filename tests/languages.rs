@@ -6,34 +6,12 @@ mod support;
 use cellgate_protocol::content::{Content, ReplyStatus};
 use cellgate_protocol::Channel;
 use serde_json::json;
-use support::{KernelSocket, Server};
-
-async fn kernel(server: &Server, name: &str) -> (String, KernelSocket) {
-    let id = server.client().start_kernel(name).await;
-    let socket = KernelSocket::connect(&server.address, &server.token, &id).await;
-    (id, socket)
-}
-
-/// Starts `code`, waits for its first output, interrupts it, and checks that the cell ends
-/// with an error while the kernel lives on.
-async fn interrupt_cell(server: &Server, kernel: &str, socket: &mut KernelSocket, code: &str) {
-    let id = socket.send_execute(code).await;
-    socket
-        .wait_for(&id, |m| matches!(&m.content, Content::Stream(_)))
-        .await;
-    let reply = server
-        .client()
-        .post(&format!("/api/kernels/{kernel}/interrupt"), json!({}))
-        .await;
-    assert_eq!(reply.status, http::StatusCode::NO_CONTENT);
-    let run = socket.collect(&id).await;
-    assert_eq!(run.reply().status, ReplyStatus::Error, "{code}");
-}
+use support::Server;
 
 #[tokio::test]
 async fn javascript_keeps_state_and_shows_values() {
     let server = Server::start().await;
-    let (_, mut socket) = kernel(&server, "javascript").await;
+    let (_, mut socket) = server.kernel("javascript").await;
     socket
         .execute("let counter = 40; function bump() { return ++counter; }")
         .await;
@@ -54,20 +32,16 @@ async fn javascript_keeps_state_and_shows_values() {
 #[tokio::test]
 async fn javascript_errors_and_interrupts() {
     let server = Server::start().await;
-    let (id, mut socket) = kernel(&server, "javascript").await;
+    let (id, mut socket) = server.kernel("javascript").await;
     let run = socket.execute("null.property").await;
     let error = run.error().expect("an error");
     assert_eq!(error.ename, "TypeError");
     assert!(!error.evalue.is_empty());
     assert!(!error.traceback.is_empty());
     socket.execute("var kept = 'yes'").await;
-    interrupt_cell(
-        &server,
-        &id,
-        &mut socket,
-        "console.log('spin'); while (true) {}",
-    )
-    .await;
+    server
+        .interrupt_cell(&id, &mut socket, "console.log('spin'); while (true) {}")
+        .await;
     assert_eq!(
         socket.execute("kept").await.result().as_deref(),
         Some("'yes'")
@@ -77,22 +51,22 @@ async fn javascript_errors_and_interrupts() {
 #[tokio::test]
 async fn javascript_streams_before_the_cell_ends() {
     let server = Server::start().await;
-    let (id, mut socket) = kernel(&server, "javascript").await;
+    let (id, mut socket) = server.kernel("javascript").await;
     // The cell waits far longer than the test: its output can only come from streaming.
-    interrupt_cell(
-        &server,
-        &id,
-        &mut socket,
-        "console.log('early'); await new Promise(r => setTimeout(r, 1e6))",
-    )
-    .await;
+    server
+        .interrupt_cell(
+            &id,
+            &mut socket,
+            "console.log('early'); await new Promise(r => setTimeout(r, 1e6))",
+        )
+        .await;
     assert_eq!(socket.execute("1 + 1").await.result().as_deref(), Some("2"));
 }
 
 #[tokio::test]
 async fn bash_keeps_state_and_captures_every_command() {
     let server = Server::start().await;
-    let (_, mut socket) = kernel(&server, "bash").await;
+    let (_, mut socket) = server.kernel("bash").await;
     socket
         .execute("greeting=hello; shout() { echo \"${1^^}\"; }; mkdir -p sub && cd sub")
         .await;
@@ -107,28 +81,26 @@ async fn bash_keeps_state_and_captures_every_command() {
 #[tokio::test]
 async fn bash_failures_and_interrupts() {
     let server = Server::start().await;
-    let (id, mut socket) = kernel(&server, "bash").await;
+    let (id, mut socket) = server.kernel("bash").await;
     let run = socket.execute("ls /definitely/not/here").await;
     assert_eq!(run.reply().status, ReplyStatus::Error);
     let error = run.error().expect("an error for a failing command");
     assert!(!error.ename.is_empty() && !error.evalue.is_empty());
     assert!(run.stderr().contains("not/here"), "{:?}", run.stderr());
     socket.execute("kept=yes").await;
-    interrupt_cell(&server, &id, &mut socket, "echo sleeping; sleep 1000").await;
-    interrupt_cell(
-        &server,
-        &id,
-        &mut socket,
-        "echo spinning; while true; do :; done",
-    )
-    .await;
+    server
+        .interrupt_cell(&id, &mut socket, "echo sleeping; sleep 1000")
+        .await;
+    server
+        .interrupt_cell(&id, &mut socket, "echo spinning; while true; do :; done")
+        .await;
     assert_eq!(socket.execute("echo $kept").await.stdout(), "yes\n");
 }
 
 #[tokio::test]
 async fn bash_completion_suggests_commands_and_variables() {
     let server = Server::start().await;
-    let (_, mut socket) = kernel(&server, "bash").await;
+    let (_, mut socket) = server.kernel("bash").await;
     socket.execute("my_setting=1").await;
     let id = socket
         .send(

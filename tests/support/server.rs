@@ -75,6 +75,38 @@ impl Server {
         }
     }
 
+    /// Starts a `name` kernel and connects a websocket client to it.
+    pub async fn kernel(&self, name: &str) -> (String, crate::support::KernelSocket) {
+        let id = self.client().start_kernel(name).await;
+        let socket = crate::support::KernelSocket::connect(&self.address, &self.token, &id).await;
+        (id, socket)
+    }
+
+    /// Starts `code`, waits for its first output, interrupts it through the REST API, and
+    /// checks that the cell ends with an error while the kernel lives on.
+    pub async fn interrupt_cell(
+        &self,
+        kernel: &str,
+        socket: &mut crate::support::KernelSocket,
+        code: &str,
+    ) {
+        use cellgate_protocol::content::{Content, ReplyStatus};
+        let id = socket.send_execute(code).await;
+        socket
+            .wait_for(&id, |m| matches!(&m.content, Content::Stream(_)))
+            .await;
+        let reply = self
+            .client()
+            .post(
+                &format!("/api/kernels/{kernel}/interrupt"),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(reply.status, http::StatusCode::NO_CONTENT);
+        let run = socket.collect(&id).await;
+        assert_eq!(run.reply().status, ReplyStatus::Error, "{code}");
+    }
+
     pub fn client(&self) -> crate::support::Client {
         crate::support::Client::new(&self.address, Some(&self.token))
     }
