@@ -1,17 +1,22 @@
-//! The MD5 service: a file's digest computed natively, streaming through one fixed buffer so
-//! memory stays flat whatever the file's size.
+//! The MD5 service: a file's digest computed natively, streaming through a few fixed buffers
+//! so memory stays flat whatever the file's size.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::{self, ErrorKind, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use md5::{Digest, Md5};
 
-/// The read size: large enough that system calls cost nothing next to hashing, small enough
-/// to stay in cache.
-const BUFFER: usize = 256 * 1024;
+/// The read size: large enough that system calls cost little next to hashing, small enough
+/// that a buffer stays in cache between its read and its hashing.
+const BUFFER: usize = 64 * 1024;
+
+/// Buffers in flight between the reader and the hasher: memory is `BUFFERS * BUFFER` whatever
+/// the file's size.
+const BUFFERS: usize = 4;
 
 /// Why hashing stopped before the end of the file.
 #[derive(Debug, thiserror::Error)]
@@ -29,31 +34,62 @@ pub enum Md5Error {
 }
 
 /// The lowercase hex MD5 of the file at `path`. Blocking: call it from `spawn_blocking` or a
-/// thread of its own. `stop` and `deadline` are checked between reads.
+/// thread of its own. `stop` and `deadline` are checked between buffers.
+///
+/// Reading and hashing overlap: a reader thread fills buffers while this thread hashes the
+/// ones already read, so copying from the page cache or the network volume costs no hashing
+/// time. Buffers go back to the reader once hashed, so nothing is allocated per read.
 pub fn md5_file(path: &Path, stop: &AtomicBool, deadline: Instant) -> Result<String, Md5Error> {
     let read_error = |source| Md5Error::Read {
         path: path.display().to_string(),
         source,
     };
     let mut file = File::open(path).map_err(read_error)?;
-    let mut hasher = Md5::new();
-    let mut buffer = vec![0u8; BUFFER];
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return Err(Md5Error::Cancelled);
-        }
-        if Instant::now() >= deadline {
-            return Err(Md5Error::TimedOut);
-        }
-        let read = match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
-            Err(error) => return Err(read_error(error)),
-        };
-        hasher.update(&buffer[..read]);
+    let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<(Vec<u8>, usize)>>(BUFFERS);
+    let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+    for _ in 0..BUFFERS {
+        empty_tx
+            .send(vec![0u8; BUFFER])
+            .expect("the channel holds every buffer");
     }
-    Ok(hex(&hasher.finalize()))
+    // `move`: the hasher's ends of the channels drop when it returns, which ends the reader
+    // before the scope waits for it.
+    std::thread::scope(move |scope| {
+        scope.spawn(move || {
+            // Ends when the hasher drops its ends of the channels, or at the end of the file.
+            while let Ok(mut buffer) = empty_rx.recv() {
+                let read = loop {
+                    match file.read(&mut buffer) {
+                        Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                        other => break other,
+                    }
+                };
+                let last = !matches!(read, Ok(read) if read > 0);
+                if full_tx.send(read.map(|read| (buffer, read))).is_err() || last {
+                    return;
+                }
+            }
+        });
+        let mut hasher = Md5::new();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Md5Error::Cancelled);
+            }
+            if Instant::now() >= deadline {
+                return Err(Md5Error::TimedOut);
+            }
+            let (buffer, read) = full_rx
+                .recv()
+                .expect("the reader sends until the end of the file")
+                .map_err(read_error)?;
+            if read == 0 {
+                return Ok(hex(&hasher.finalize()));
+            }
+            hasher.update(&buffer[..read]);
+            // The reader may have finished already; then the buffer is simply dropped.
+            let _ = empty_tx.send(buffer);
+        }
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
