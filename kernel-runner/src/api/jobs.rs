@@ -579,7 +579,12 @@ async fn file(
     api: &JobsApi,
     tasks: &TaskTracker,
 ) -> Result<Response<Body>, JobError> {
-    let path = api.store().output_path(id, name)?;
+    // Finding the current attempt reads the status: a missing job answers as such.
+    let path = {
+        let store = api.store().clone();
+        let (job, file) = (id.to_owned(), name.to_owned());
+        blocking(move || store.output_path(&job, &file)).await?
+    };
     let missing = || JobError::NoSuchOutput {
         id: id.to_owned(),
         name: name.to_owned(),
@@ -587,10 +592,6 @@ async fn file(
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let store = api.store().clone();
-            let job = id.to_owned();
-            // A missing job answers as such, not as a missing file.
-            blocking(move || store.status(&job)).await?;
             return Err(missing());
         }
         Err(error) => return Err(JobError::volume(path)(error)),

@@ -10,7 +10,7 @@
 //! jobs/<id>/claim-<attempt>    created with O_CREAT|O_EXCL by the one runner that runs it
 //! jobs/<id>/fence-<attempt>    created with O_EXCL by whoever ends an attempt's lease early
 //! jobs/<id>/cancel             asks the runner holding the job to kill it
-//! jobs/<id>/outputs/{stdout,stderr,result}
+//! jobs/<id>/outputs/<attempt>/{stdout,stderr,result}   each attempt writes its own
 //! jobs/.new-<uuid>/            a job being created; renamed to jobs/<id> when complete
 //! queue/<id>.<attempt>         one entry per unfinished job: the cheap scan reads only this
 //! nodes/<node>.json            runner heartbeats
@@ -409,7 +409,16 @@ impl JobStore {
         fs::remove_dir_all(&doomed).map_err(JobError::volume(&doomed))
     }
 
-    /// The path of an output file; only the fixed output names are served.
+    /// The directory where one attempt of a job writes its outputs.
+    pub fn outputs_dir(&self, id: &str, attempt: u32) -> Result<PathBuf, JobError> {
+        Ok(self
+            .job_dir(id)?
+            .join("outputs")
+            .join(attempt.to_string()))
+    }
+
+    /// The path of an output file of the job's current attempt (the one whose result its
+    /// status shows); only the fixed output names are served.
     pub fn output_path(&self, id: &str, name: &str) -> Result<PathBuf, JobError> {
         if !OUTPUT_FILES.contains(&name) {
             return Err(JobError::NoSuchOutput {
@@ -417,7 +426,8 @@ impl JobStore {
                 name: name.to_owned(),
             });
         }
-        Ok(self.job_dir(id)?.join("outputs").join(name))
+        let attempt = self.status(id)?.attempt;
+        Ok(self.outputs_dir(id, attempt)?.join(name))
     }
 
     /// Publishes this node's heartbeat.
@@ -612,6 +622,14 @@ mod tests {
         assert_eq!(status.attempt, 2);
         assert_eq!(store.queue().unwrap(), vec![(id.clone(), 2)]);
         assert!(store.claim(&id, &lease("b", 2)).unwrap());
+        // The fenced attempt's late writes land in its own directory, never in what is served.
+        for attempt in [1, 2] {
+            let outputs = store.outputs_dir(&id, attempt).unwrap();
+            fs::create_dir_all(&outputs).unwrap();
+            fs::write(outputs.join("stdout"), format!("attempt {attempt}")).unwrap();
+        }
+        let served = store.output_path(&id, "stdout").unwrap();
+        assert_eq!(fs::read_to_string(served).unwrap(), "attempt 2");
         fs::remove_dir_all(root).unwrap();
     }
 

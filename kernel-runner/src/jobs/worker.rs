@@ -283,7 +283,7 @@ impl Worker {
             status.state = JobState::Running { node: node.clone() };
             status.ran_on = Some(node);
             status.started_at = Some(Utc::now());
-            let outputs = store.job_dir(&job)?.join("outputs");
+            let outputs = store.outputs_dir(&job, attempt)?;
             std::fs::create_dir_all(&outputs).map_err(JobError::volume(&outputs))?;
             store.publish(&status)?;
             Ok::<_, JobError>(Some((spec, status, cancel_requested)))
@@ -299,7 +299,7 @@ impl Worker {
         }
         let watcher = self.watch_cancel_marker(id, stop.clone(), cancelled);
         let execution = tokio::select! {
-            execution = self.execute(&spec, stop.clone()) => execution,
+            execution = self.execute(&spec, attempt, stop.clone()) => execution,
             () = watcher => unreachable!("the watcher never ends on its own"),
         };
         status.exit_code = execution.exit_code;
@@ -371,16 +371,21 @@ impl Worker {
         .map_err(JobError::Blocking)?
     }
 
-    /// Runs one attempt's work.
-    async fn execute(&self, spec: &JobSpec, stop: CancellationToken) -> Execution {
-        let dir = match self.store.job_dir(&spec.id) {
-            Ok(dir) => dir,
+    /// Runs one attempt's work. Its outputs go to the attempt's own directory, so a runner
+    /// that lost its lease and has not noticed yet never writes over the next attempt's files.
+    async fn execute(&self, spec: &JobSpec, attempt: u32, stop: CancellationToken) -> Execution {
+        let (dir, outputs) = match self
+            .store
+            .job_dir(&spec.id)
+            .and_then(|dir| Ok((dir, self.store.outputs_dir(&spec.id, attempt)?)))
+        {
+            Ok(paths) => paths,
             Err(error) => return Execution::failed_to_start(error.to_string()),
         };
         let deadline = Instant::now() + Duration::from_secs_f64(spec.limits.timeout_seconds);
         if let JobTask::Md5 = spec.task {
             let input = dir.join("inputs").join(&spec.inputs[0]);
-            let result = dir.join("outputs").join("result");
+            let result = outputs.join("result");
             let flag = Arc::new(AtomicBool::new(false));
             let hashing = flag.clone();
             let task = tokio::task::spawn_blocking(move || {
@@ -420,7 +425,7 @@ impl Worker {
             argv,
             inputs: dir.join("inputs"),
             stdin: spec.stdin.then(|| dir.join("stdin")),
-            outputs: dir.join("outputs"),
+            outputs,
             limits: spec.limits,
             deadline,
         };
