@@ -18,6 +18,7 @@ volname=${VOLNAME:-cellgate}
 brick=${BRICK:-/data/glusterfs/$volname/brick}
 mount=${MOUNT:-/mnt/cellgate}
 user=${SSH_USER:-root}
+. "$(dirname "$0")/options.sh"
 say() { printf '==> %s\n' "$*"; }
 on() { local node=$1; shift; ssh -o BatchMode=yes -o ConnectTimeout=10 "$user@$node" "$@"; }
 
@@ -49,9 +50,7 @@ else
     on "$first" "gluster volume create $volname $layout ${bricks[*]} $force"
 fi
 say "setting the volume options: no client caches (claims and renames seen at once everywhere)"
-for option in performance.quick-read performance.open-behind performance.stat-prefetch \
-    performance.write-behind performance.io-cache performance.read-ahead \
-    performance.readdir-ahead performance.nl-cache; do
+for option in "${STRICT_VOLUME_OPTIONS[@]}"; do
     on "$first" "gluster volume set $volname $option off >/dev/null"
 done
 on "$first" "gluster volume info $volname | grep -q 'Status: Started' || gluster volume start $volname"
@@ -59,7 +58,7 @@ for i in "${!nodes[@]}"; do
     node=${nodes[$i]}
     # The node itself serves the volfile; the next two nodes are its backups.
     backups=$(printf '%s\n' "${nodes[@]}" | grep -vx "$node" | head -2 | paste -sd:)
-    line="$node:/$volname $mount glusterfs defaults,_netdev,backup-volfile-servers=$backups,attribute-timeout=0,entry-timeout=0,negative-timeout=0 0 0"
+    line="$node:/$volname $mount glusterfs defaults,_netdev,backup-volfile-servers=$backups,$STRICT_MOUNT_OPTIONS 0 0"
     say "$node: mounting $volname at $mount"
     on "$node" "grep -q ' $mount glusterfs ' /etc/fstab || echo '$line' >>/etc/fstab; mountpoint -q '$mount' || mount '$mount'"
 done

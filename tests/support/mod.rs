@@ -5,6 +5,7 @@
 pub mod client;
 pub mod cluster;
 pub mod docker;
+pub mod jobs;
 pub mod kernel;
 pub mod server;
 

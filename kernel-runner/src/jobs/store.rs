@@ -411,10 +411,7 @@ impl JobStore {
 
     /// The directory where one attempt of a job writes its outputs.
     pub fn outputs_dir(&self, id: &str, attempt: u32) -> Result<PathBuf, JobError> {
-        Ok(self
-            .job_dir(id)?
-            .join("outputs")
-            .join(attempt.to_string()))
+        Ok(self.job_dir(id)?.join("outputs").join(attempt.to_string()))
     }
 
     /// The path of an output file of the job's current attempt (the one whose result its
