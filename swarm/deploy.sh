@@ -111,7 +111,10 @@ if [ "$workers" -gt 0 ]; then
         docker tag "$image:${IMAGE_TAG:-latest}" "127.0.0.1:${REGISTRY_PORT:-5000}/$image:${IMAGE_TAG:-latest}"
         docker push --quiet "127.0.0.1:${REGISTRY_PORT:-5000}/$image:${IMAGE_TAG:-latest}" >/dev/null
     done
+    # Every node reaches the registry on its own loopback through the routing mesh; Docker
+    # allows plain HTTP to a loopback registry. Runners pull the language images at start.
     export IMAGE_PREFIX=127.0.0.1:${REGISTRY_PORT:-5000}/cellgate/ RUNNER_ROLE=${RUNNER_ROLE:-worker}
+    export LANGUAGE_IMAGE_PREFIX=$IMAGE_PREFIX PULL_IMAGES=true RUNNER_START_PERIOD=${RUNNER_START_PERIOD:-15m}
 else
     export RUNNER_ROLE=${RUNNER_ROLE:-manager}
 fi

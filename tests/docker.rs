@@ -469,3 +469,89 @@ fn batch_languages_compile_and_run_in_the_sandbox() {
     assert!(!ok, "a compile error is a failure");
     assert!(stderr.contains("error"), "{stderr}");
 }
+
+/// `docker ARGS`, failing the test on error; returns stdout.
+fn docker(args: &[&str]) -> String {
+    let output = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A swarm worker starts with none of the language images: with `--pull-images` its runner
+/// pulls them from the registry its image prefix names (here the project's registry image on
+/// a loopback port, holding only the bash image) and serves exactly what it could pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_pulls_missing_images_from_the_registry() {
+    if !support::docker::available(&["bash", "registry"]) {
+        return;
+    }
+    let registry = docker(&[
+        "run",
+        "-d",
+        "--rm",
+        "-p",
+        "127.0.0.1::5000",
+        "cellgate/registry:latest",
+    ]);
+    let address = docker(&["port", &registry, "5000/tcp"]);
+    let port = address.rsplit(':').next().unwrap().to_owned();
+    let prefix = format!(
+        "127.0.0.1:{port}/pull-test-{}/",
+        uuid::Uuid::new_v4().simple()
+    );
+    let remote = format!("{prefix}bash:latest");
+    docker(&["tag", "cellgate/bash:latest", &remote]);
+    let mut pushed = false;
+    for _ in 0..50 {
+        let push = std::process::Command::new("docker")
+            .args(["push", "--quiet", &remote])
+            .output()
+            .unwrap();
+        if push.status.success() {
+            pushed = true;
+            break;
+        }
+        // The registry may still be starting.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(pushed, "pushing to the test registry");
+    // Only the tag goes: the engine no longer has the image under that name.
+    docker(&["rmi", &remote]);
+
+    let runner = support::cluster::RunnerProcess::start(&[
+        "--backend",
+        "docker",
+        "--image-prefix",
+        &prefix,
+        "--pull-images",
+    ])
+    .await;
+    let specs = runner.get("/api/kernelspecs").await;
+    let names: Vec<&str> = specs["kernelspecs"]
+        .as_object()
+        .expect("kernelspecs")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(names, ["bash"], "only what the registry holds: {specs}");
+    let gateway = support::cluster::GatewayProcess::start(&[&runner.url], &[]).await;
+    let client = gateway.client();
+    let id = client.start_kernel("bash").await;
+    let mut socket = KernelSocket::connect(&gateway.address, &gateway.token, &id).await;
+    let execution = socket.execute("echo pulled and running").await;
+    assert_eq!(execution.stdout(), "pulled and running\n");
+    socket.close().await;
+    drop(gateway);
+    drop(runner);
+    docker(&["rm", "-f", &registry]);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &remote])
+        .output();
+}

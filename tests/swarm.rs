@@ -1,7 +1,9 @@
 //! The swarm deployment end to end, on this machine's Docker engine: `make deploy` from scratch
-//! (a local directory as the shared volume, the nginx edge included), a Python cell in a
-//! container through the TLS gateway, `make scale RUNNERS=3` spreading kernels, Swarm
-//! replacing a killed runner, `make status`, the nginx edge, and `make down`.
+//! (the nginx edge included; the shared volume on the GlusterFS test mount when
+//! `CELLGATE_GLUSTER_MOUNTS` names one, else a local directory), a Python cell in a container
+//! through the TLS gateway, an uploaded MD5 job, `make scale RUNNERS=3` spreading kernels, a
+//! runner container killed while it runs jobs (Swarm replaces it, the jobs finish elsewhere),
+//! `make status`, the nginx edge, and `make down`.
 //!
 //! It turns a host into a swarm manager and takes minutes, so it runs only with
 //! `CELLGATE_SWARM_TESTS=1` (CI sets it); otherwise it says loudly that it is skipped.
@@ -9,10 +11,14 @@
 mod support;
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use rand::RngCore;
+use serde_json::json;
+use support::jobs::{final_status, md5sum, submit_command, upload};
 use support::{Client, KernelSocket};
 
 const PORT: &str = "443";
@@ -80,10 +86,14 @@ async fn make_deploys_a_working_swarm_stack() {
         return;
     }
     let started = Instant::now();
-    // A local directory stands in for the GlusterFS mount.
-    let volume = std::env::temp_dir().join(format!("cellgate-swarm-{}", std::process::id()));
-    std::fs::create_dir_all(&volume).expect("a volume directory");
-    let volume = volume.to_str().expect("a UTF-8 path").to_owned();
+    // The GlusterFS test volume when there is one, else a local directory in its place.
+    let base = match std::env::var("CELLGATE_GLUSTER_MOUNTS") {
+        Ok(mounts) => PathBuf::from(mounts.split(',').next().expect("a mount")),
+        Err(_) => std::env::temp_dir(),
+    };
+    let volume_dir = base.join(format!("cellgate-swarm-{}", std::process::id()));
+    std::fs::create_dir_all(&volume_dir).expect("a volume directory");
+    let volume = volume_dir.to_str().expect("a UTF-8 path").to_owned();
     let env = [
         ("VOLUME", volume.as_str()),
         ("PORT", PORT),
@@ -119,6 +129,24 @@ async fn make_deploys_a_working_swarm_stack() {
     socket.close().await;
     assert_eq!(runners_of(std::slice::from_ref(&id)).len(), 1);
 
+    // An uploaded file's MD5, computed by a runner on the shared volume.
+    let mut content = vec![0u8; 3 << 20];
+    rand::thread_rng().fill_bytes(&mut content);
+    let local = volume_dir.join("md5-input");
+    std::fs::write(&local, &content).unwrap();
+    let expected = md5sum(std::slice::from_ref(&local)).remove(0);
+    let reply = upload(
+        &client,
+        &json!({"kind": "md5", "name": "an upload"}),
+        &[("data.bin", &content)],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let job = reply.json()["id"].as_str().unwrap().to_owned();
+    let status = final_status(&client, &job).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
+    assert_eq!(status["result"], expected.as_str(), "{status}");
+
     // Three runners: new kernels spread over them (least connections, ties on kernels).
     make(&["scale", "RUNNERS=3"], &env);
     // With one kernel on the first runner, three more fill the two new runners first (ties
@@ -134,14 +162,49 @@ async fn make_deploys_a_working_swarm_stack() {
         "four kernels on three runners, got {spread:?}"
     );
 
-    // Swarm replaces a killed runner.
-    let before = docker(&["ps", "-q", "--filter", "name=cellgate_kernel-runner"]);
-    let victim = before
-        .lines()
-        .next()
-        .expect("a runner container")
-        .to_owned();
+    // A runner container killed while it runs jobs: Swarm replaces it, and its jobs are
+    // finished by the other runners once its heartbeat goes stale.
+    let mut jobs = Vec::new();
+    for index in 0..9 {
+        let command = format!("sleep 3; echo done {index}");
+        jobs.push(submit_command(&client, &command, 0).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let busy_runner = loop {
+        let listed = client.get("/api/jobs?state=running").await.json();
+        if let Some(node) = listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|job| job["node"].as_str())
+        {
+            break node.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no job started: {listed}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Runner ids end with the task's slot, and task containers are named
+    // `cellgate_kernel-runner.<slot>.<task id>`.
+    let slot = busy_runner.rsplit('-').next().unwrap();
+    let victim = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("name=cellgate_kernel-runner.{slot}."),
+    ])
+    .trim()
+    .to_owned();
+    assert!(!victim.is_empty(), "the container of runner {busy_runner}");
     docker(&["kill", &victim]);
+    for (index, job) in jobs.iter().enumerate() {
+        let status = final_status(&client, job).await;
+        assert_eq!(status["state"], "succeeded", "{status}");
+        let stdout = client.get(&format!("/api/jobs/{job}/files/stdout")).await;
+        assert_eq!(
+            String::from_utf8_lossy(&stdout.body),
+            format!("done {index}\n")
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let now = docker(&["ps", "-q", "--filter", "name=cellgate_kernel-runner"]);
@@ -171,6 +234,7 @@ async fn make_deploys_a_working_swarm_stack() {
     assert!(listed.json().to_string().contains(&kernels[1]));
 
     make(&["down"], &env);
+    let _ = std::fs::remove_dir_all(&volume_dir);
     assert!(docker(&[
         "ps",
         "-q",

@@ -70,6 +70,10 @@ pub struct RunnerArgs {
     /// Docker backend: a Docker network for kernels; without it kernels have no network.
     #[arg(long, env = "CELLGATE_KERNEL_NETWORK")]
     pub kernel_network: Option<String>,
+    /// Docker backend: pull the language images this node lacks before serving (a swarm
+    /// worker pulls them from the swarm's registry, which the image prefix names).
+    #[arg(long, env = "CELLGATE_PULL_IMAGES", default_value_t = false)]
+    pub pull_images: bool,
     /// The volume batch jobs live on, shared by every runner (default: the data directory).
     #[arg(long, env = "CELLGATE_JOBS_VOLUME")]
     pub jobs_volume: Option<PathBuf>,
@@ -100,6 +104,7 @@ pub struct RunnerConfig {
     pub image_tag: String,
     pub limits: crate::backend::sandbox::Limits,
     pub kernel_network: Option<String>,
+    pub pull_images: bool,
     /// The job volume; `None` turns the batch worker off.
     pub jobs_volume: Option<PathBuf>,
     pub jobs: crate::jobs::worker::WorkerSettings,
@@ -127,6 +132,7 @@ impl RunnerConfig {
             image_tag: "latest".to_owned(),
             limits: crate::backend::sandbox::Limits::default(),
             kernel_network: None,
+            pull_images: false,
             jobs_volume: None,
             jobs: crate::jobs::worker::WorkerSettings::new(String::new()),
             max_job_upload_bytes: 4 * 1024 * 1024 * 1024,
@@ -220,6 +226,7 @@ impl RunnerConfig {
         config.limits.cpus = args.kernel_cpus;
         config.limits.pids = args.kernel_pids;
         config.kernel_network = args.kernel_network.clone();
+        config.pull_images = args.pull_images;
         config.jobs_volume = Some(
             args.jobs_volume
                 .clone()

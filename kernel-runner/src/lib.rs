@@ -46,6 +46,7 @@ pub async fn run(
                 limits: config.limits,
                 network: config.kernel_network.clone(),
                 runner_id: config.runner_id.clone(),
+                pull_missing: config.pull_images,
             };
             Arc::new(
                 DockerBackend::connect(settings)

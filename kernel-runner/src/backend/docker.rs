@@ -11,6 +11,7 @@ use bollard::container::{
     AttachContainerOptions, Config, CreateContainerOptions, KillContainerOptions,
     ListContainersOptions, LogOutput, RemoveContainerOptions, WaitContainerOptions,
 };
+use bollard::image::CreateImageOptions;
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -34,6 +35,8 @@ pub struct DockerSettings {
     /// A Docker network for kernels; `None` means no network at all.
     pub network: Option<String>,
     pub runner_id: String,
+    /// Pull the kernel and batch images the engine lacks before serving.
+    pub pull_missing: bool,
 }
 
 impl DockerSettings {
@@ -59,6 +62,9 @@ impl DockerBackend {
             .negotiate_version()
             .await?;
         docker.ping().await?;
+        if settings.pull_missing {
+            pull_missing(&docker, &settings).await;
+        }
         let mut images = HashSet::new();
         for language in crate::languages::ALL {
             let image = settings.image(language);
@@ -92,6 +98,47 @@ impl DockerBackend {
             if let Some(id) = container.id {
                 tracing::info!(container = %id, "removing a container left by an earlier run");
                 remove(&self.docker, &id).await;
+            }
+        }
+    }
+}
+
+/// Pulls every kernel and batch image the engine does not have, one at a time, saying what
+/// it does; an image that cannot be pulled leaves its language unavailable on this node.
+async fn pull_missing(docker: &Docker, settings: &DockerSettings) {
+    let names: HashSet<&str> = crate::languages::ALL
+        .iter()
+        .map(|language| language.image)
+        .chain(
+            crate::jobs::languages::ALL
+                .iter()
+                .map(|language| language.image),
+        )
+        .collect();
+    for name in names {
+        let repository = format!("{}{name}", settings.image_prefix);
+        let image = format!("{repository}:{}", settings.image_tag);
+        if docker.inspect_image(&image).await.is_ok() {
+            continue;
+        }
+        tracing::info!(%image, "pulling a missing language image");
+        let options = CreateImageOptions {
+            from_image: repository.as_str(),
+            tag: settings.image_tag.as_str(),
+            ..Default::default()
+        };
+        let mut progress = docker.create_image(Some(options), None, None);
+        let mut failure = None;
+        while let Some(step) = progress.next().await {
+            if let Err(error) = step {
+                failure = Some(error);
+                break;
+            }
+        }
+        match failure {
+            None => tracing::info!(%image, "pulled"),
+            Some(error) => {
+                tracing::warn!(%image, %error, "cannot pull; its languages are off here")
             }
         }
     }
