@@ -101,7 +101,19 @@ async fn make_deploys_a_working_swarm_stack() {
         ("EDGE", "nginx"),
         ("SKIP_CARGO", "1"),
     ];
+    // From scratch: no stack, and no secrets from an earlier deploy (whose token this
+    // checkout may not have).
     make(&["down"], &env);
+    for secret in [
+        "cellgate_token",
+        "cellgate_runner_secret",
+        "cellgate_tls_cert",
+        "cellgate_tls_key",
+    ] {
+        let _ = Command::new("docker")
+            .args(["secret", "rm", secret])
+            .output();
+    }
     make(&["deploy"], &env);
     let deployed = started.elapsed();
 
