@@ -27,8 +27,8 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// Pages load nothing from elsewhere and run no script, so a strict policy costs nothing and
 /// blunts any markup that slipped through escaping.
 const PAGE_POLICY: HeaderValue = HeaderValue::from_static(
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; \
+     img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 );
 
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
@@ -110,7 +110,7 @@ pub fn error(error: &GatewayError) -> Response {
     response
 }
 
-fn with_type(status: StatusCode, content_type: HeaderValue, body: Bytes) -> Response {
+pub fn with_type(status: StatusCode, content_type: HeaderValue, body: Bytes) -> Response {
     let mut response = http::Response::new(full(body));
     *response.status_mut() = status;
     response

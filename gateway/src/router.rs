@@ -10,7 +10,7 @@ use crate::api::{self, channels, jobs, kernels, kernelspecs};
 use crate::auth::Credential;
 use crate::error::GatewayError;
 use crate::metrics;
-use crate::pages::{index, login};
+use crate::pages::{index, jobs as jobs_page, login};
 use crate::response::{self, Response};
 use crate::routes::Route;
 use crate::state::{Connection, Gateway};
@@ -77,6 +77,8 @@ async fn dispatch(
         Route::Login => login::form(request.uri()),
         Route::Logout => Ok(login::logout()),
         Route::Home => index::page(gateway).await,
+        Route::JobsPage => jobs_page::page(gateway),
+        Route::JobsScript => Ok(jobs_page::script()),
         Route::ApiVersion => Ok(api::version()),
         Route::KernelSpecs => kernelspecs::list(gateway).await,
         Route::KernelSpec(name) => kernelspecs::get(gateway, &name).await,

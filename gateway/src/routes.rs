@@ -12,6 +12,10 @@ pub enum Route {
     Login,
     Logout,
     Home,
+    /// `GET /jobs`: the job manager page.
+    JobsPage,
+    /// `GET /static/jobs.js`: the job manager's script; public, it holds nothing secret.
+    JobsScript,
     /// `GET /api`: the server version, as jupyter_server answers it.
     ApiVersion,
     KernelSpecs,
@@ -37,6 +41,8 @@ impl Route {
         let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
         let route = match segments.as_slice() {
             [""] => Route::Home,
+            ["jobs"] => Route::JobsPage,
+            ["static", "jobs.js"] => Route::JobsScript,
             ["healthz"] => Route::Health,
             ["metrics"] => Route::Metrics,
             ["login"] => Route::Login,
@@ -76,6 +82,8 @@ impl Route {
             | Route::Metrics
             | Route::Logout
             | Route::Home
+            | Route::JobsPage
+            | Route::JobsScript
             | Route::ApiVersion
             | Route::KernelSpecs
             | Route::KernelSpec(_)
@@ -85,13 +93,19 @@ impl Route {
 
     /// Routes anyone may use: health checks, and the pages that log a browser in or out.
     pub fn is_public(&self) -> bool {
-        matches!(self, Route::Health | Route::Login | Route::Logout)
+        matches!(
+            self,
+            Route::Health | Route::Login | Route::Logout | Route::JobsScript
+        )
     }
 
     /// Routes a person opens in a browser: without a token they go to the login page instead
     /// of getting a JSON error.
     pub fn is_page(&self) -> bool {
-        matches!(self, Route::Home | Route::Login | Route::Logout)
+        matches!(
+            self,
+            Route::Home | Route::JobsPage | Route::Login | Route::Logout
+        )
     }
 }
 
@@ -115,6 +129,8 @@ mod tests {
         let kernel = Uuid::parse_str(ID).unwrap();
         let cases = [
             ("/", Route::Home),
+            ("/jobs", Route::JobsPage),
+            ("/static/jobs.js", Route::JobsScript),
             ("/healthz", Route::Health),
             ("/metrics", Route::Metrics),
             ("/api", Route::ApiVersion),
@@ -156,6 +172,8 @@ mod tests {
             &format!("/api/kernels/{ID}/explode"),
             "/api/kernelspecs/../../etc",
             "/api/kernelspecs/..",
+            "/static/../Cargo.toml",
+            "/static/other.js",
         ] {
             assert_eq!(Route::parse(path), None, "{path}");
         }

@@ -9,6 +9,34 @@ use serde::{Deserialize, Serialize};
 /// The longest file name accepted for an input, in bytes.
 pub const MAX_FILE_NAME: usize = 200;
 
+/// The languages a `run` job may name, each with the image (without prefix and tag) it runs
+/// in; the runner knows how to run each.
+pub const BATCH_LANGUAGES: [(&str, &str); 12] = [
+    ("python", "python"),
+    ("javascript", "javascript"),
+    ("bash", "bash"),
+    ("ruby", "ruby"),
+    ("php", "php"),
+    ("r", "r"),
+    ("octave", "octave"),
+    ("java", "java"),
+    ("c", "c"),
+    ("cpp", "c"),
+    ("go", "go"),
+    ("rust", "rust"),
+];
+
+/// The images a `command` job may name: those of the batch languages, each once.
+pub fn job_images() -> Vec<&'static str> {
+    let mut images: Vec<&'static str> = Vec::new();
+    for (_, image) in BATCH_LANGUAGES {
+        if !images.contains(&image) {
+            images.push(image);
+        }
+    }
+    images
+}
+
 /// Output files a job may have, the only names `GET /api/jobs/{id}/files/{name}` serves.
 pub const OUTPUT_FILES: [&str; 3] = ["stdout", "stderr", "result"];
 

@@ -2,6 +2,7 @@
 //! client for the REST API, and a Jupyter websocket client.
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
 pub mod client;
 pub mod cluster;
 pub mod docker;

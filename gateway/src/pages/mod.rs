@@ -1,7 +1,9 @@
-//! The web pages a person sees: the home page ([`index`]) and logging in and out ([`login`]).
+//! The web pages a person sees: the home page ([`index`]), the job manager ([`jobs`]) and
+//! logging in and out ([`login`]).
 //! Templates live in `gateway/templates/` and are compiled in by askama.
 
 pub mod index;
+pub mod jobs;
 pub mod login;
 
 use askama::Template;

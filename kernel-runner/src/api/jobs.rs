@@ -157,9 +157,21 @@ async fn list(query: Option<&str>, api: &JobsApi) -> Result<Response<Body>, JobE
     let mut state = None;
     let mut after = None;
     let mut limit = 100usize;
+    let mut newest_first = false;
     for (key, value) in url_pairs(query.unwrap_or("")) {
         match key.as_str() {
             "state" => state = Some(value),
+            "order" => {
+                newest_first = match value.as_str() {
+                    "oldest" => false,
+                    "newest" => true,
+                    _ => {
+                        return Err(JobError::BadRequest(format!(
+                            "order {value:?} is neither \"oldest\" nor \"newest\""
+                        )))
+                    }
+                }
+            }
             "after" => after = Some(value),
             "limit" => {
                 limit = value
@@ -183,6 +195,9 @@ async fn list(query: Option<&str>, api: &JobsApi) -> Result<Response<Body>, JobE
                 .is_none_or(|state| job.state.name() == state)
         })
         .collect();
+    if newest_first {
+        jobs.reverse();
+    }
     if let Some(after) = after {
         let start = jobs
             .iter()

@@ -63,6 +63,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_protocol_lists_the_same_languages_and_images() {
+        let pairs: Vec<(&str, &str)> = ALL
+            .iter()
+            .map(|language| (language.name, language.image))
+            .collect();
+        assert_eq!(pairs, cellgate_protocol::job::BATCH_LANGUAGES);
+    }
+
+    #[test]
     fn compiled_languages_use_the_run_script() {
         assert_eq!(find("c").unwrap().command, RUN_SCRIPT);
         assert_eq!(find("cpp").unwrap().image, "c");

@@ -1,0 +1,276 @@
+//! A real browser for the page tests: headless Chromium driven through chromedriver's W3C
+//! WebDriver HTTP API. Without Chromium the tests fail with a clear message, unless
+//! CELLGATE_SKIP_BROWSER=1 says to skip them, which is then announced loudly.
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The W3C key of an element reference in WebDriver answers.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// True when Chromium and chromedriver are installed; false when the tests are to be skipped.
+pub fn available() -> bool {
+    let present =
+        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
+    if present {
+        return true;
+    }
+    let problem = "Chromium is missing (apt-get install chromium chromium-driver)";
+    if std::env::var("CELLGATE_SKIP_BROWSER").as_deref() == Ok("1") {
+        eprintln!("\n!!!!!!!! SKIPPED: browser tests not run: {problem} (CELLGATE_SKIP_BROWSER=1) !!!!!!!!\n");
+        return false;
+    }
+    panic!(
+        "browser tests cannot run: {problem}. Set CELLGATE_SKIP_BROWSER=1 to skip them knowingly."
+    );
+}
+
+/// One headless Chromium session.
+pub struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    profile: std::path::PathBuf,
+}
+
+impl Browser {
+    pub async fn start() -> Browser {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver starts");
+        let base = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while request(&base, "GET", "/status", None).await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not answer");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile =
+            std::env::temp_dir().join(format!("cellgate-chromium-{}", uuid::Uuid::new_v4()));
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--disable-quic", "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync", "--window-size=1280,1400",
+                         format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let created = request(&base, "POST", "/session", Some(capabilities))
+            .await
+            .expect("a browser session");
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {created}"))
+            .to_owned();
+        Browser {
+            driver,
+            base,
+            session,
+            profile,
+        }
+    }
+
+    async fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        let answer = request(&self.base, method, &path, body)
+            .await
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
+        answer["value"].clone()
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.command("POST", "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    pub async fn current_url(&self) -> String {
+        self.command("GET", "/url", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The first element matching `css`, waiting up to ten seconds for it.
+    pub async fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // "no such element" is an error answer: keep looking until the deadline.
+            let found = request(
+                &self.base,
+                "POST",
+                &format!("/session/{}/element", self.session),
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+            if let Some(id) = found
+                .as_ref()
+                .ok()
+                .and_then(|found| found["value"][ELEMENT].as_str())
+            {
+                return id.to_owned();
+            }
+            if Instant::now() >= deadline {
+                let page = self.command("GET", "/source", None).await;
+                panic!("no element matches {css} ({found:?}) in:\n{page}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Clicks the element like a user; the page may replace it meanwhile (the job list is
+    /// redrawn every few seconds), so a stale element is looked up again.
+    pub async fn click(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let element = self.find(css).await;
+            let path = format!("/session/{}/element/{element}/click", self.session);
+            match request(&self.base, "POST", &path, Some(json!({}))).await {
+                Ok(_) => return,
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("clicking {css} again: {error:.120}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("cannot click {css}: {error}"),
+            }
+        }
+    }
+
+    /// Types `text` into the element; for a file input, `text` is the file's path.
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
+        self.command(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    /// Runs `script` in the page (with `arguments`) and returns its result.
+    pub async fn execute(&self, script: &str, arguments: Value) -> Value {
+        self.command(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": arguments})),
+        )
+        .await
+    }
+
+    /// The rendered text of the first element matching `css`, read in one step in the page
+    /// (so a redraw between finding and reading cannot make it stale).
+    pub async fn text(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self
+                .execute(
+                    "const found = document.querySelector(arguments[0]);\n\
+                     return found ? found.innerText : null;",
+                    json!([css]),
+                )
+                .await;
+            if let Some(text) = text.as_str() {
+                return text.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no element matches {css}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A PNG of the page as it is now.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine;
+        let encoded = self.command("GET", "/screenshot", None).await;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().unwrap_or_default())
+            .expect("a base64 PNG")
+    }
+
+    /// Waits up to `patience` until the text of `css` satisfies `done`, and returns it.
+    pub async fn wait_for_text(
+        &self,
+        css: &str,
+        patience: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + patience;
+        loop {
+            let text = self.text(css).await;
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never showed what was awaited; it shows:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The session ends with chromedriver, which takes its Chromium with it.
+        let _ = self.driver.start_kill();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// One plain-HTTP WebDriver request.
+async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let tcp = tokio::net::TcpStream::connect(base)
+        .await
+        .map_err(|error| error.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|error| error.to_string())?;
+    tokio::spawn(connection);
+    let bytes = body.map(|body| body.to_string()).unwrap_or_default();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", base)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .map_err(|error| error.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| error.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|error| error.to_string())?
+        .to_bytes();
+    let value: Value = serde_json::from_slice(&body).map_err(|error| error.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {value}"));
+    }
+    Ok(value)
+}
