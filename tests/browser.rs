@@ -1,7 +1,9 @@
-//! The job manager page (`/jobs`) in a real browser, headless Chromium: logging in with the
-//! token link, uploading a file for its MD5, a command line killed while it runs, a refused
-//! submission shown as such, deleting a job, and the nodes' load. Needs Chromium and
-//! chromedriver (`apt-get install chromium chromium-driver`).
+//! The pages in a real browser, headless Chromium. The notebook editor: cells that keep state,
+//! errors, `input()`, a plot, an interrupt, a reload that finds the same kernel and cells, and
+//! the notebook as .ipynb. The job manager: logging in with the token link, uploading a file
+//! for its MD5, a command line killed while it runs, a refused submission shown as such,
+//! deleting a job, and the nodes' load. Needs Chromium and chromedriver (`apt-get install
+//! chromium chromium-driver`).
 
 mod support;
 
@@ -13,21 +15,151 @@ use support::jobs::md5sum;
 use support::Server;
 
 const PATIENCE: Duration = Duration::from_secs(60);
+/// WebDriver keys: Shift+Enter runs a cell and moves to the next; Enter alone.
+const SHIFT_ENTER: &str = "\u{E008}\u{E007}";
+const ENTER: &str = "\u{E007}";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_job_manager_page_works_in_a_browser() {
+/// The output text of cell `index` (from 1) once it shows `expected`.
+async fn output_of(browser: &Browser, index: usize, expected: &str) -> String {
+    browser
+        .wait_for_text(
+            &format!("#cells .cell:nth-child({index}) .outputs"),
+            PATIENCE,
+            |text| text.contains(expected),
+        )
+        .await
+}
+
+/// Types `code` into cell `index` and runs it with Shift+Enter.
+async fn run(browser: &Browser, index: usize, code: &str) {
+    let editor = format!("#cells .cell:nth-child({index}) textarea");
+    browser
+        .type_into(&editor, &format!("{code}{SHIFT_ENTER}"))
+        .await;
+}
+
+/// A server and a browser logged in through the token link to `page`, which the link leaves
+/// with a clean address; `None` when browser tests are skipped.
+async fn open(page: &str) -> Option<(Server, Browser, String)> {
     if !browser::available() {
-        return;
+        return None;
     }
     let server = Server::start().await;
     let browser = Browser::start().await;
     let base = format!("https://{}", server.address);
-
-    // The token link logs the browser in and leaves a clean address.
+    let separator = if page.contains('?') { '&' } else { '?' };
     browser
-        .goto(&format!("{base}/jobs?token={}", server.token))
+        .goto(&format!("{base}{page}{separator}token={}", server.token))
         .await;
-    assert_eq!(browser.current_url().await, format!("{base}/jobs"));
+    assert_eq!(browser.current_url().await, format!("{base}{page}"));
+    Some((server, browser, base))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notebook_runs_cells_in_a_browser() {
+    let Some((server, browser, base)) = open("/notebook?kernel=python3").await else {
+        return;
+    };
+    browser
+        .wait_for_text("#kernel-state", PATIENCE, |text| text == "idle")
+        .await;
+
+    // State between cells; Shift+Enter moves on to a new cell.
+    run(&browser, 1, "x = 6 * 7\nx").await;
+    output_of(&browser, 1, "42").await;
+    run(&browser, 2, "print(x + 1)").await;
+    output_of(&browser, 2, "43").await;
+    assert_eq!(
+        browser.text("#cells .cell:nth-child(1) .prompt").await,
+        "[1]:"
+    );
+
+    // An error shows its traceback; input() asks in the page.
+    run(&browser, 3, "1 / 0").await;
+    output_of(&browser, 3, "ZeroDivisionError").await;
+    run(&browser, 4, "name = input('who? ')\nprint('hello', name)").await;
+    browser
+        .type_into(
+            "#cells .cell:nth-child(4) .input-request input",
+            &format!("cellgate{ENTER}"),
+        )
+        .await;
+    output_of(&browser, 4, "hello cellgate").await;
+
+    // A plot arrives as an image the browser can draw.
+    run(
+        &browser,
+        5,
+        "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let width = browser
+            .execute(
+                "const image = document.querySelector('#cells .cell:nth-child(5) .outputs img');\n\
+                 return image && image.complete ? image.naturalWidth : 0;",
+                serde_json::json!([]),
+            )
+            .await;
+        if width.as_u64().unwrap_or(0) > 100 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no plot was drawn");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A cell that never ends, interrupted from the toolbar.
+    run(&browser, 6, "import time\nwhile True:\n    time.sleep(0.1)").await;
+    browser
+        .wait_for_text("#kernel-state", PATIENCE, |text| text == "busy")
+        .await;
+    browser.click("#interrupt").await;
+    output_of(&browser, 6, "KeyboardInterrupt").await;
+
+    if let Ok(path) = std::env::var("CELLGATE_SCREENSHOT") {
+        let path = path.replace(".png", "-notebook.png");
+        std::fs::write(path, browser.screenshot().await).unwrap();
+    }
+
+    // A reload finds the same cells and the same kernel, with its state.
+    browser.goto(&format!("{base}/notebook")).await;
+    browser
+        .wait_for_text("#kernel-state", PATIENCE, |text| text == "idle")
+        .await;
+    let first = browser
+        .execute(
+            "return document.querySelector('#cells .cell:nth-child(1) textarea').value;",
+            serde_json::json!([]),
+        )
+        .await;
+    assert_eq!(first, "x = 6 * 7\nx");
+    output_of(&browser, 1, "42").await;
+    run(&browser, 7, "print(x * 2)").await;
+    output_of(&browser, 7, "84").await;
+    let kernels = server.client().get("/api/kernels").await.json();
+    assert_eq!(kernels.as_array().unwrap().len(), 1, "{kernels}");
+
+    // The notebook as .ipynb: nbformat 4, its sources and outputs.
+    let notebook = browser
+        .execute("return notebookJson();", serde_json::json!([]))
+        .await;
+    assert_eq!(notebook["nbformat"], 4);
+    assert_eq!(notebook["metadata"]["kernelspec"]["name"], "python3");
+    let cells = notebook["cells"].as_array().unwrap();
+    assert!(cells.len() >= 7, "{notebook}");
+    assert_eq!(cells[1]["source"], "print(x + 1)");
+    assert_eq!(cells[1]["outputs"][0]["output_type"], "stream");
+    assert_eq!(cells[1]["outputs"][0]["text"], "43\n");
+    assert_eq!(cells[4]["outputs"][0]["output_type"], "display_data");
+    assert!(cells[4]["outputs"][0]["data"]["image/png"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_manager_page_works_in_a_browser() {
+    let Some((server, browser, _)) = open("/jobs").await else {
+        return;
+    };
     browser
         .wait_for_text("#nodes tbody", PATIENCE, |text| text.contains("alive"))
         .await;

@@ -10,7 +10,7 @@ use crate::api::{self, channels, jobs, kernels, kernelspecs};
 use crate::auth::Credential;
 use crate::error::GatewayError;
 use crate::metrics;
-use crate::pages::{index, jobs as jobs_page, login};
+use crate::pages::{self, index, jobs as jobs_page, login, notebook};
 use crate::response::{self, Response};
 use crate::routes::Route;
 use crate::state::{Connection, Gateway};
@@ -78,7 +78,11 @@ async fn dispatch(
         Route::Logout => Ok(login::logout()),
         Route::Home => index::page(gateway).await,
         Route::JobsPage => jobs_page::page(gateway),
-        Route::JobsScript => Ok(jobs_page::script()),
+        Route::NotebookPage => notebook::page(gateway).await,
+        Route::Script(name) => pages::script(&name).ok_or(GatewayError::RouteNotFound {
+            method: Method::GET,
+            path: format!("/static/{name}"),
+        }),
         Route::ApiVersion => Ok(api::version()),
         Route::KernelSpecs => kernelspecs::list(gateway).await,
         Route::KernelSpec(name) => kernelspecs::get(gateway, &name).await,

@@ -14,8 +14,10 @@ pub enum Route {
     Home,
     /// `GET /jobs`: the job manager page.
     JobsPage,
-    /// `GET /static/jobs.js`: the job manager's script; public, it holds nothing secret.
-    JobsScript,
+    /// `GET /notebook`: the notebook editor page.
+    NotebookPage,
+    /// `GET /static/NAME`: a page's script; public, it holds nothing secret.
+    Script(String),
     /// `GET /api`: the server version, as jupyter_server answers it.
     ApiVersion,
     KernelSpecs,
@@ -42,7 +44,8 @@ impl Route {
         let route = match segments.as_slice() {
             [""] => Route::Home,
             ["jobs"] => Route::JobsPage,
-            ["static", "jobs.js"] => Route::JobsScript,
+            ["notebook"] => Route::NotebookPage,
+            ["static", name] if crate::pages::is_script(name) => Route::Script((*name).to_owned()),
             ["healthz"] => Route::Health,
             ["metrics"] => Route::Metrics,
             ["login"] => Route::Login,
@@ -83,7 +86,8 @@ impl Route {
             | Route::Logout
             | Route::Home
             | Route::JobsPage
-            | Route::JobsScript
+            | Route::NotebookPage
+            | Route::Script(_)
             | Route::ApiVersion
             | Route::KernelSpecs
             | Route::KernelSpec(_)
@@ -95,7 +99,7 @@ impl Route {
     pub fn is_public(&self) -> bool {
         matches!(
             self,
-            Route::Health | Route::Login | Route::Logout | Route::JobsScript
+            Route::Health | Route::Login | Route::Logout | Route::Script(_)
         )
     }
 
@@ -104,7 +108,7 @@ impl Route {
     pub fn is_page(&self) -> bool {
         matches!(
             self,
-            Route::Home | Route::JobsPage | Route::Login | Route::Logout
+            Route::Home | Route::JobsPage | Route::NotebookPage | Route::Login | Route::Logout
         )
     }
 }
@@ -130,7 +134,9 @@ mod tests {
         let cases = [
             ("/", Route::Home),
             ("/jobs", Route::JobsPage),
-            ("/static/jobs.js", Route::JobsScript),
+            ("/notebook", Route::NotebookPage),
+            ("/static/jobs.js", Route::Script("jobs.js".into())),
+            ("/static/notebook.js", Route::Script("notebook.js".into())),
             ("/healthz", Route::Health),
             ("/metrics", Route::Metrics),
             ("/api", Route::ApiVersion),

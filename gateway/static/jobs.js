@@ -21,13 +21,6 @@ let refreshing = false;
 
 // ---- small helpers ----
 
-function el(tag, text, className) {
-  const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  if (className) node.className = className;
-  return node;
-}
-
 function link(href, text) {
   const a = el("a", text);
   a.href = href;
@@ -66,21 +59,6 @@ function splitArgs(line) {
     args.push(match[1] ?? match[2] ?? match[3]);
   }
   return args;
-}
-
-async function api(method, path) {
-  const response = await fetch(path, { method, credentials: "same-origin" });
-  if (!response.ok) {
-    let reason = `${response.status} ${response.statusText}`;
-    try {
-      const body = await response.json();
-      reason = body.message || body.reason || reason;
-    } catch (_) {
-      // Not JSON: keep the status line.
-    }
-    throw new Error(reason);
-  }
-  return response.status === 204 ? null : response.json();
 }
 
 // ---- the submit form ----

@@ -4,16 +4,12 @@
 
 use askama::Template;
 use cellgate_protocol::job::{job_images, BATCH_LANGUAGES};
-use http::header::{self, HeaderValue};
 use http::StatusCode;
 
 use super::render;
 use crate::error::GatewayError;
-use crate::response::{self, Response};
+use crate::response::Response;
 use crate::state::Gateway;
-
-/// The page's script, compiled into the binary like the templates.
-const SCRIPT: &str = include_str!("../../static/jobs.js");
 
 #[derive(Template)]
 #[template(path = "jobs.html")]
@@ -36,21 +32,4 @@ pub fn page(gateway: &Gateway) -> Result<Response, GatewayError> {
         version: env!("CARGO_PKG_VERSION"),
     };
     render(StatusCode::OK, "jobs", &page)
-}
-
-/// `GET /static/jobs.js`.
-pub fn script() -> Response {
-    let mut answer = response::with_type(
-        StatusCode::OK,
-        HeaderValue::from_static("text/javascript; charset=utf-8"),
-        bytes::Bytes::from_static(SCRIPT.as_bytes()),
-    );
-    let headers = answer.headers_mut();
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    // A new gateway version may change the script along with the page.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    answer
 }

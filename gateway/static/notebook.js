@@ -1,0 +1,625 @@
+// The notebook editor (/notebook): code cells run in a kernel over the Jupyter websocket
+// protocol, like any other client of the gateway. State lives in the kernel between cells;
+// the cells and their outputs live in this browser (localStorage) and download as .ipynb. A
+// reloaded page finds its kernel again (sessionStorage) and keeps its state.
+//
+// Everything the kernel sends is written with textContent, except text/html outputs, which
+// the page's Content-Security-Policy keeps from running scripts.
+"use strict";
+
+const NOTEBOOK_KEY = "cellgate.notebook";
+const KERNEL_KEY = "cellgate.notebook.kernel";
+const PROTOCOL_VERSION = "5.3";
+const ANSI = /\x1b\[[0-9;]*[A-Za-z]/g;
+
+const cellsBox = document.getElementById("cells");
+const kernelSelect = document.getElementById("kernel-name");
+const statePill = document.getElementById("kernel-state");
+const message = document.getElementById("notebook-message");
+
+// The kernel this page talks to ({id, name, session}), its websocket, and the requests
+// waiting for their replies, by msg_id.
+let kernel = null;
+let socket = null;
+let connecting = null;
+const pending = new Map();
+// Cells run one after another; an error in "Run all" drops the rest of the queue.
+let queue = Promise.resolve();
+let generation = 0;
+let cells = [];
+let saveTimer = null;
+
+// ---- small helpers ----
+
+function joined(value) {
+  return Array.isArray(value) ? value.join("") : value || "";
+}
+
+function say(text, isError) {
+  message.textContent = text;
+  message.className = isError ? "error-text" : "muted";
+}
+
+function setState(state) {
+  statePill.textContent = state;
+  statePill.className = "pill";
+  if (state === "idle") statePill.classList.add("ok");
+  if (state === "dead" || state === "disconnected") statePill.classList.add("bad");
+}
+
+// ---- the kernel and its websocket ----
+
+function send(channel, msgType, content, parentHeader) {
+  const header = {
+    msg_id: crypto.randomUUID(),
+    msg_type: msgType,
+    session: kernel.session,
+    username: "cellgate",
+    date: new Date().toISOString(),
+    version: PROTOCOL_VERSION,
+  };
+  socket.send(JSON.stringify({
+    header,
+    parent_header: parentHeader || {},
+    metadata: {},
+    content,
+    channel,
+    buffers: [],
+  }));
+  return header.msg_id;
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = `${scheme}://${location.host}/api/kernels/${encodeURIComponent(kernel.id)}/channels?session_id=${encodeURIComponent(kernel.session)}`;
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => {
+      socket = ws;
+      resolve();
+    };
+    ws.onerror = () => reject(new Error("the kernel's websocket did not open"));
+    ws.onmessage = (event) => {
+      if (typeof event.data === "string") handle(JSON.parse(event.data));
+    };
+    ws.onclose = (event) => {
+      if (socket !== ws) return;
+      socket = null;
+      setState(event.code === 1011 ? "dead" : "disconnected");
+      if (event.reason) say(`Kernel connection closed: ${event.reason}`, true);
+      for (const entry of pending.values()) entry.finish();
+      pending.clear();
+    };
+  });
+}
+
+// A kernel of the chosen spec with an open websocket: the page's own from before a reload
+// when it still runs, else a new one.
+async function ensureKernel() {
+  const name = kernelSelect.value;
+  if (kernel && kernel.name === name && socket && socket.readyState === WebSocket.OPEN) return;
+  if (connecting) return connecting;
+  connecting = (async () => {
+    if (!kernel || kernel.name !== name) {
+      const saved = JSON.parse(sessionStorage.getItem(KERNEL_KEY) || "null");
+      kernel = null;
+      if (saved && saved.name === name) {
+        try {
+          await api("GET", `/api/kernels/${encodeURIComponent(saved.id)}`);
+          kernel = saved;
+        } catch (_) {
+          // Gone (shut down, or its runner went away): start another.
+        }
+      }
+      if (!kernel) {
+        setState("starting");
+        const model = await api("POST", "/api/kernels", { name });
+        kernel = { id: model.id, name, session: crypto.randomUUID() };
+        sessionStorage.setItem(KERNEL_KEY, JSON.stringify(kernel));
+      }
+    }
+    await connect();
+    setState("idle");
+  })();
+  try {
+    await connecting;
+  } finally {
+    connecting = null;
+  }
+}
+
+function handle(msg) {
+  const type = msg.header.msg_type;
+  const parent = msg.parent_header && msg.parent_header.msg_id;
+  const entry = parent ? pending.get(parent) : undefined;
+  if (type === "status") {
+    setState(msg.content.execution_state);
+    if (entry && msg.content.execution_state === "idle") {
+      entry.idle = true;
+      if (entry.replied) entry.finish();
+    }
+    return;
+  }
+  if (!entry) return;
+  const content = msg.content;
+  switch (type) {
+    case "execute_input":
+      entry.cell.setCount(content.execution_count, true);
+      break;
+    case "stream":
+      entry.cell.addOutput({ output_type: "stream", name: content.name, text: content.text });
+      break;
+    case "execute_result":
+      entry.cell.addOutput({
+        output_type: "execute_result",
+        data: content.data,
+        metadata: content.metadata || {},
+        execution_count: content.execution_count,
+      });
+      break;
+    case "display_data":
+      entry.cell.addOutput({ output_type: "display_data", data: content.data, metadata: content.metadata || {} });
+      break;
+    case "error":
+      entry.cell.addOutput({
+        output_type: "error",
+        ename: content.ename,
+        evalue: content.evalue,
+        traceback: content.traceback || [],
+      });
+      break;
+    case "clear_output":
+      if (content.wait) entry.cell.clearBeforeNext = true;
+      else entry.cell.clearOutputs();
+      break;
+    case "input_request":
+      entry.cell.askInput(content.prompt, content.password, msg.header);
+      break;
+    case "execute_reply":
+      entry.cell.setCount(content.execution_count, false);
+      if (content.status === "error") generation += 1;
+      if (content.status === "aborted") entry.cell.setCount(null, false);
+      entry.replied = true;
+      if (entry.idle) entry.finish();
+      break;
+    case "complete_reply":
+      entry.finish(content);
+      break;
+    default:
+      break;
+  }
+}
+
+// Sends a shell request and resolves once its reply (and, for executions, the kernel's idle)
+// has come; a lost connection resolves it too.
+function request(cell, msgType, content) {
+  return new Promise((resolve) => {
+    const entry = {
+      cell,
+      replied: false,
+      idle: false,
+      finish: (value) => {
+        pending.delete(msgId);
+        if (cell) cell.running = false;
+        resolve(value);
+      },
+    };
+    const msgId = send("shell", msgType, content);
+    pending.set(msgId, entry);
+  });
+}
+
+// ---- cells ----
+
+function renderData(data) {
+  const value = (type) => joined(data[type]);
+  if (data["image/png"]) {
+    const image = el("img");
+    image.src = `data:image/png;base64,${value("image/png").replace(/\s/g, "")}`;
+    image.alt = value("text/plain") || "plot";
+    return image;
+  }
+  if (data["image/jpeg"]) {
+    const image = el("img");
+    image.src = `data:image/jpeg;base64,${value("image/jpeg").replace(/\s/g, "")}`;
+    image.alt = value("text/plain") || "image";
+    return image;
+  }
+  if (data["image/svg+xml"]) {
+    const image = el("img");
+    image.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(value("image/svg+xml"))}`;
+    image.alt = value("text/plain") || "image";
+    return image;
+  }
+  if (data["text/html"]) {
+    const html = el("div", null, "html-output");
+    html.innerHTML = value("text/html");
+    return html;
+  }
+  return el("pre", value("text/plain") || value("text/markdown") || JSON.stringify(data));
+}
+
+function renderOutput(output) {
+  switch (output.output_type) {
+    case "stream":
+      return el("pre", joined(output.text), output.name === "stderr" ? "stream stderr" : "stream");
+    case "error":
+      return el("pre", (output.traceback.length ? output.traceback.join("\n") : `${output.ename}: ${output.evalue}`).replace(ANSI, ""), "stream error-output");
+    default:
+      return renderData(output.data || {});
+  }
+}
+
+class Cell {
+  constructor(cellType, source, outputs, count) {
+    this.cellType = cellType;
+    this.outputs = [];
+    this.count = count;
+    this.running = false;
+    this.clearBeforeNext = false;
+
+    this.root = el("div", null, cellType === "markdown" ? "cell markdown" : "cell");
+    this.prompt = el("div", null, "prompt");
+    const body = el("div", null, "cell-body");
+    this.editor = el("textarea", null, "source");
+    this.editor.spellcheck = false;
+    this.editor.value = source;
+    this.editor.setAttribute("aria-label", cellType === "markdown" ? "markdown cell" : "code cell");
+    this.outputBox = el("div", null, "outputs");
+    body.append(this.editor, this.outputBox);
+    const tools = el("div", null, "cell-tools");
+    const tool = (label, title, action) => {
+      const button = el("button", label, "small");
+      button.type = "button";
+      button.title = title;
+      button.addEventListener("click", action);
+      tools.append(button);
+      return button;
+    };
+    if (cellType === "code") tool("▶", "Run this cell", () => runCell(this));
+    tool("↑", "Move up", () => moveCell(this, -1));
+    tool("↓", "Move down", () => moveCell(this, 1));
+    tool("✕", "Delete this cell", () => deleteCell(this));
+    this.root.append(this.prompt, body, tools);
+
+    this.editor.addEventListener("input", () => {
+      this.fit();
+      scheduleSave();
+    });
+    this.editor.addEventListener("keydown", (event) => this.onKey(event));
+    for (const output of outputs) this.addOutput(output, true);
+    this.setCount(count, false);
+  }
+
+  source() {
+    return this.editor.value;
+  }
+
+  fit() {
+    this.editor.style.height = "auto";
+    this.editor.style.height = `${this.editor.scrollHeight + 2}px`;
+  }
+
+  setCount(count, running) {
+    if (this.cellType !== "code") {
+      this.prompt.textContent = "md";
+      return;
+    }
+    if (count !== undefined && count !== null) this.count = count;
+    if (count === null && !running) this.count = null;
+    this.prompt.textContent = running || this.running ? "[*]:" : `[${this.count ?? " "}]:`;
+    scheduleSave();
+  }
+
+  clearOutputs() {
+    this.outputs = [];
+    this.outputBox.replaceChildren();
+    this.clearBeforeNext = false;
+    scheduleSave();
+  }
+
+  addOutput(output, restoring) {
+    if (this.clearBeforeNext) this.clearOutputs();
+    const last = this.outputs[this.outputs.length - 1];
+    if (output.output_type === "stream" && last && last.output_type === "stream" && last.name === output.name) {
+      last.text = joined(last.text) + joined(output.text);
+      this.outputBox.lastChild.textContent = last.text;
+    } else {
+      this.outputs.push(output);
+      this.outputBox.append(renderOutput(output));
+    }
+    if (!restoring) scheduleSave();
+  }
+
+  askInput(prompt, password, requestHeader) {
+    const line = el("div", null, "input-request");
+    line.append(el("span", prompt || ""));
+    const field = el("input");
+    field.type = password ? "password" : "text";
+    field.setAttribute("aria-label", "input for the running cell");
+    line.append(field);
+    this.outputBox.append(line);
+    field.focus();
+    field.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter") return;
+      event.preventDefault();
+      send("stdin", "input_reply", { value: field.value }, requestHeader);
+      line.replaceWith(el("pre", `${prompt || ""}${password ? "" : field.value}`, "stream"));
+    });
+  }
+
+  async complete() {
+    const code = this.source();
+    const cursor = this.editor.selectionStart;
+    await ensureKernel();
+    const reply = await request(null, "complete_request", { code, cursor_pos: cursor });
+    if (!reply || reply.status !== "ok" || !reply.matches.length) return;
+    const matches = reply.matches;
+    let common = matches[0];
+    for (const match of matches) {
+      while (!match.startsWith(common)) common = common.slice(0, -1);
+    }
+    const start = reply.cursor_start;
+    const end = reply.cursor_end;
+    if (common.length > end - start) {
+      this.editor.setRangeText(common, start, end, "end");
+      scheduleSave();
+    }
+    if (matches.length > 1) say(matches.slice(0, 30).join("  "));
+  }
+
+  onKey(event) {
+    if (event.key === "Enter" && (event.shiftKey || event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      if (this.cellType === "code") runCell(this);
+      if (event.shiftKey) focusNext(this);
+    } else if (event.key === "Tab" && !event.shiftKey && this.cellType === "code") {
+      event.preventDefault();
+      const before = this.source().slice(0, this.editor.selectionStart);
+      if (/[\w.]$/.test(before)) {
+        this.complete().catch((error) => say(`Completion failed: ${error.message}`, true));
+      } else {
+        this.editor.setRangeText("    ", this.editor.selectionStart, this.editor.selectionEnd, "end");
+      }
+    }
+  }
+
+  toJson() {
+    const cell = { cell_type: this.cellType, id: crypto.randomUUID().slice(0, 8), metadata: {}, source: this.source() };
+    if (this.cellType === "code") {
+      cell.outputs = this.outputs;
+      cell.execution_count = this.count ?? null;
+    }
+    return cell;
+  }
+}
+
+function addCell(cellType, source, outputs, count, after) {
+  const cell = new Cell(cellType, source || "", outputs || [], count ?? null);
+  const index = after ? cells.indexOf(after) + 1 : cells.length;
+  cells.splice(index, 0, cell);
+  const next = cells[index + 1];
+  if (next) cellsBox.insertBefore(cell.root, next.root);
+  else cellsBox.append(cell.root);
+  cell.fit();
+  scheduleSave();
+  return cell;
+}
+
+function focusNext(cell) {
+  const index = cells.indexOf(cell);
+  const next = cells[index + 1] || addCell("code", "", [], null, cell);
+  next.editor.focus();
+}
+
+function moveCell(cell, step) {
+  const index = cells.indexOf(cell);
+  const target = index + step;
+  if (target < 0 || target >= cells.length) return;
+  cells.splice(index, 1);
+  cells.splice(target, 0, cell);
+  cellsBox.replaceChildren(...cells.map((each) => each.root));
+  scheduleSave();
+}
+
+function deleteCell(cell) {
+  cells = cells.filter((each) => each !== cell);
+  cell.root.remove();
+  if (cells.length === 0) addCell("code");
+  scheduleSave();
+}
+
+function runCell(cell) {
+  const mine = generation;
+  cell.running = true;
+  cell.setCount(null, true);
+  queue = queue.then(async () => {
+    if (mine !== generation) {
+      // An earlier cell failed: this one does not run.
+      cell.running = false;
+      cell.setCount(cell.count, false);
+      return;
+    }
+    try {
+      await ensureKernel();
+      cell.clearOutputs();
+      await request(cell, "execute_request", {
+        code: cell.source(),
+        silent: false,
+        store_history: true,
+        user_expressions: {},
+        allow_stdin: true,
+        stop_on_error: true,
+      });
+    } catch (error) {
+      say(`Cannot run the cell: ${error.message}`, true);
+      generation += 1;
+    } finally {
+      cell.running = false;
+      cell.setCount(cell.count, false);
+    }
+  });
+  return queue;
+}
+
+// ---- the notebook: local persistence, .ipynb in and out ----
+
+function notebookJson() {
+  const option = kernelSelect.selectedOptions[0];
+  return {
+    nbformat: 4,
+    nbformat_minor: 5,
+    metadata: {
+      kernelspec: { name: kernelSelect.value, display_name: option ? option.textContent : kernelSelect.value },
+    },
+    cells: cells.map((cell) => cell.toJson()),
+  };
+}
+
+function saveNow() {
+  clearTimeout(saveTimer);
+  saveTimer = null;
+  const notebook = notebookJson();
+  try {
+    localStorage.setItem(NOTEBOOK_KEY, JSON.stringify(notebook));
+  } catch (_) {
+    // Over the browser's quota (big plots): keep the sources at least.
+    for (const cell of notebook.cells) if (cell.outputs) cell.outputs = [];
+    try {
+      localStorage.setItem(NOTEBOOK_KEY, JSON.stringify(notebook));
+    } catch (_) {
+      say("This notebook is too big to keep in the browser: save it as .ipynb.", true);
+    }
+  }
+}
+
+function scheduleSave() {
+  clearTimeout(saveTimer);
+  saveTimer = setTimeout(saveNow, 300);
+}
+
+// Leaving or reloading the page keeps the last keystrokes and outputs too.
+window.addEventListener("pagehide", () => {
+  if (saveTimer !== null) saveNow();
+});
+
+function load(notebook) {
+  cells = [];
+  cellsBox.replaceChildren();
+  const name = notebook.metadata && notebook.metadata.kernelspec && notebook.metadata.kernelspec.name;
+  if (name && Array.from(kernelSelect.options).some((option) => option.value === name)) {
+    kernelSelect.value = name;
+  }
+  for (const cell of notebook.cells || []) {
+    if (cell.cell_type !== "code" && cell.cell_type !== "markdown") continue;
+    addCell(cell.cell_type, joined(cell.source), cell.outputs || [], cell.execution_count ?? null);
+  }
+  if (cells.length === 0) addCell("code");
+}
+
+function download() {
+  const blob = new Blob([JSON.stringify(notebookJson(), null, 1)], { type: "application/x-ipynb+json" });
+  const link = el("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = "notebook.ipynb";
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+}
+
+// ---- the toolbar ----
+
+document.getElementById("run-all").addEventListener("click", () => {
+  generation += 1;
+  for (const cell of cells) if (cell.cellType === "code") runCell(cell);
+});
+
+document.getElementById("interrupt").addEventListener("click", async () => {
+  if (!kernel) return;
+  try {
+    await api("POST", `/api/kernels/${encodeURIComponent(kernel.id)}/interrupt`);
+    generation += 1;
+  } catch (error) {
+    say(`Interrupt failed: ${error.message}`, true);
+  }
+});
+
+document.getElementById("restart").addEventListener("click", async () => {
+  if (!kernel) return;
+  try {
+    setState("restarting");
+    await api("POST", `/api/kernels/${encodeURIComponent(kernel.id)}/restart`);
+    generation += 1;
+    for (const cell of cells) cell.setCount(null, false);
+    say("Kernel restarted: its variables are gone, the cells stay.");
+  } catch (error) {
+    say(`Restart failed: ${error.message}`, true);
+  }
+});
+
+document.getElementById("shutdown").addEventListener("click", async () => {
+  if (!kernel) return;
+  const id = kernel.id;
+  kernel = null;
+  sessionStorage.removeItem(KERNEL_KEY);
+  if (socket) socket.close();
+  socket = null;
+  try {
+    await api("DELETE", `/api/kernels/${encodeURIComponent(id)}`);
+  } catch (error) {
+    if (error.status !== 404) say(`Shut down failed: ${error.message}`, true);
+  }
+  setState("no kernel");
+});
+
+document.getElementById("add-cell").addEventListener("click", () => {
+  addCell("code").editor.focus();
+});
+
+document.getElementById("save").addEventListener("click", download);
+
+document.getElementById("open").addEventListener("change", async (event) => {
+  const file = event.target.files[0];
+  if (!file) return;
+  try {
+    load(JSON.parse(await file.text()));
+    say(`Opened ${file.name}.`);
+    ensureKernel().catch((error) => say(`No kernel: ${error.message}`, true));
+  } catch (error) {
+    say(`${file.name} is not a notebook: ${error.message}`, true);
+  }
+  event.target.value = "";
+});
+
+kernelSelect.addEventListener("change", async () => {
+  // Another language: the old kernel goes, a new one starts.
+  if (kernel) {
+    const old = kernel;
+    kernel = null;
+    sessionStorage.removeItem(KERNEL_KEY);
+    if (socket) socket.close();
+    socket = null;
+    api("DELETE", `/api/kernels/${encodeURIComponent(old.id)}`).catch(() => {});
+  }
+  for (const cell of cells) cell.setCount(null, false);
+  scheduleSave();
+  ensureKernel().catch((error) => say(`No kernel: ${error.message}`, true));
+});
+
+// ---- start ----
+
+const wanted = new URLSearchParams(location.search).get("kernel");
+const stored = JSON.parse(localStorage.getItem(NOTEBOOK_KEY) || "null");
+if (stored) load(stored);
+else addCell("code");
+if (wanted && Array.from(kernelSelect.options).some((option) => option.value === wanted)) {
+  kernelSelect.value = wanted;
+}
+if (kernelSelect.options.length) {
+  ensureKernel().catch((error) => {
+    setState("no kernel");
+    say(`No kernel: ${error.message}`, true);
+  });
+}
+cells[0].editor.focus();
