@@ -40,6 +40,14 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "CELLGATE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The largest batch job upload, all files together, in MiB.
+    #[arg(
+        long,
+        env = "CELLGATE_JOBS_MAX_UPLOAD_MB",
+        value_name = "MIB",
+        default_value_t = 4096
+    )]
+    jobs_max_upload_mb: u64,
 }
 
 /// The token to use and whether it was generated.
@@ -141,6 +149,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.backend = args.backend;
         // Every runner works on the same job volume: the data directory itself.
         config.jobs_volume = Some(data_dir.clone());
+        config.max_job_upload_bytes = args.jobs_max_upload_mb.saturating_mul(1 << 20);
         if args.backend == BackendKind::Docker {
             // Containers take a few hundred milliseconds to start: keep one ready per language.
             config.pool_size = 1;
@@ -171,7 +180,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let address = listener.local_addr()?;
-    let config = GatewayConfig::new(token.clone(), runner_urls, secret, tls_settings);
+    let mut config = GatewayConfig::new(token.clone(), runner_urls, secret, tls_settings);
+    config.jobs.max_upload_bytes = args.jobs_max_upload_mb.saturating_mul(1 << 20);
     // Watched before the ready line, so SIGHUP reloads the certificate instead of ending the
     // process from the moment the server says it is ready.
     tasks.spawn(

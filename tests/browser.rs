@@ -1,7 +1,7 @@
 //! The pages in a real browser, headless Chromium. The notebook editor: cells that keep state,
 //! errors, `input()`, a plot, an interrupt, a reload that finds the same kernel and cells, and
 //! the notebook as .ipynb. The job manager: logging in with the token link, uploading a file
-//! for its MD5, a command line killed while it runs, a refused submission shown as such,
+//! for its MD5, a program run in its language, a command line killed while it runs, a refused submission shown as such,
 //! deleting a job, and the nodes' load. Needs Chromium and chromedriver (`apt-get install
 //! chromium chromium-driver`).
 
@@ -185,6 +185,28 @@ async fn the_job_manager_page_works_in_a_browser() {
         "the job is named after the file: {row}"
     );
 
+    // A program, its language told by its extension.
+    let program = dir.join("answer.py");
+    std::fs::write(&program, "print(6 * 7)\n").unwrap();
+    browser.click("input[name=kind][value=run]").await;
+    browser
+        .type_into("input[name=files]", program.to_str().unwrap())
+        .await;
+    browser.click("#submit button[type=submit]").await;
+    let row = browser
+        .wait_for_text("#jobs tbody tr:first-child", PATIENCE, |text| {
+            text.contains("answer.py") && text.contains("succeeded")
+        })
+        .await;
+    assert!(row.contains("exit 0"), "{row}");
+    let listed = server.client().get("/api/jobs?order=newest").await.json();
+    let id = listed["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let stdout = server
+        .client()
+        .get(&format!("/api/jobs/{id}/files/stdout"))
+        .await;
+    assert_eq!(String::from_utf8_lossy(&stdout.body), "42\n");
+
     // A command line, killed from the page while it runs.
     browser.click("input[name=kind][value=command]").await;
     browser
@@ -221,7 +243,7 @@ async fn the_job_manager_page_works_in_a_browser() {
         .await;
     assert!(refused.contains("timeout"), "{refused}");
     let jobs = server.client().get("/api/jobs").await.json();
-    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 2, "{jobs}");
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 3, "{jobs}");
 
     if let Ok(path) = std::env::var("CELLGATE_SCREENSHOT") {
         browser
@@ -230,13 +252,13 @@ async fn the_job_manager_page_works_in_a_browser() {
         std::fs::write(path, browser.screenshot().await).unwrap();
     }
 
-    // Deleting the MD5 job (now the second row) removes it from the list and the server.
-    browser.click("#jobs tbody tr:nth-child(2) button").await;
+    // Deleting the MD5 job (now the third row) removes it from the list and the server.
+    browser.click("#jobs tbody tr:nth-child(3) button").await;
     browser
         .wait_for_text("#jobs tbody", PATIENCE, |text| !text.contains(&digest))
         .await;
     let jobs = server.client().get("/api/jobs").await.json();
-    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1, "{jobs}");
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 2, "{jobs}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

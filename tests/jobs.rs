@@ -223,7 +223,7 @@ async fn jobs_are_killed_and_deleted_through_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_job_input_gets_a_clear_4xx_through_the_gateway() {
-    let server = Server::start().await;
+    let server = Server::start_with(&["--jobs-max-upload-mb", "1"]).await;
     let client = server.client();
     let keep = upload(
         &client,
@@ -246,6 +246,18 @@ async fn bad_job_input_gets_a_clear_4xx_through_the_gateway() {
             "timeout_seconds",
         ),
         (json!({"kind": "md5", "nonsense": 1}), ""),
+        (
+            json!({"kind": "run", "files": {"a.py": "1", "b.py": "2"}, "main": "c.py"}),
+            "\"c.py\" is not among",
+        ),
+        (
+            json!({"kind": "run", "files": {"Makefile": "all:"}}),
+            "needs a language",
+        ),
+        (
+            json!({"kind": "command", "image": "cobol", "command": "true"}),
+            "cobol",
+        ),
     ];
     for (body, expected) in json_cases {
         let reply = client.post("/api/jobs", body.clone()).await;
@@ -261,6 +273,33 @@ async fn bad_job_input_gets_a_clear_4xx_through_the_gateway() {
         let reply = upload(&client, &json!({"kind": "md5"}), &[(name, b"x")]).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{name}: {reply:?}");
     }
+    // Over the upload limit (1 MiB here): refused, and nothing of it stays on the volume.
+    let reply = client
+        .send_declaring_length(
+            Method::POST,
+            "/api/jobs",
+            2 << 20,
+            &[("content-type", "multipart/form-data; boundary=b")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{reply:?}");
+    let message = reply.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("1048576"), "{message}");
+    // A finished job cannot be cancelled.
+    final_status(&client, &keep_id).await;
+    let cancel = client
+        .send(
+            Method::POST,
+            &format!("/api/jobs/{keep_id}/cancel"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(cancel.status, StatusCode::CONFLICT, "{cancel:?}");
+    assert!(cancel.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("already succeeded"));
     let missing = client
         .get("/api/jobs/6f1c1c0e-0000-4000-8000-000000000000")
         .await;

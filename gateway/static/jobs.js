@@ -142,7 +142,9 @@ form.addEventListener("submit", async (event) => {
     }
   } else if (kind === "run") {
     if (files.length === 0) return say("Choose the program's source files.", true);
+    // The first file chosen is the program; the others are beside it.
     const spec = { ...base, name: name || files[0].name };
+    if (files.length > 1) spec.main = files[0].name;
     const language = data.get("language");
     if (language) spec.language = language;
     const args = splitArgs(data.get("args") || "");

@@ -83,6 +83,14 @@ pub struct RunnerArgs {
     /// Seconds without a heartbeat after which a node's jobs go to other runners.
     #[arg(long, env = "CELLGATE_NODE_STALE_SECONDS", default_value_t = 15.0)]
     pub node_stale_seconds: f64,
+    /// The largest batch job upload, all files together, in MiB.
+    #[arg(
+        long,
+        env = "CELLGATE_JOBS_MAX_UPLOAD_MB",
+        value_name = "MIB",
+        default_value_t = 4096
+    )]
+    pub jobs_max_upload_mb: u64,
 }
 
 /// A checked runner configuration.
@@ -236,6 +244,7 @@ impl RunnerConfig {
             config.jobs.slots = slots;
         }
         config.jobs.stale_after = Duration::from_secs_f64(args.node_stale_seconds);
+        config.max_job_upload_bytes = args.jobs_max_upload_mb.saturating_mul(1 << 20);
         config.jobs.heartbeat_interval =
             (config.jobs.stale_after / 5).max(Duration::from_millis(200));
         Ok(config)

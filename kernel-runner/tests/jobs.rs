@@ -24,6 +24,14 @@ struct Runners {
 }
 
 async fn start_runners(count: usize, slots: usize) -> Runners {
+    start_runners_with(count, slots, |_| {}).await
+}
+
+async fn start_runners_with(
+    count: usize,
+    slots: usize,
+    configure: impl Fn(&mut Config),
+) -> Runners {
     let volume = std::env::temp_dir().join(format!("cellgate-jobs-{}", uuid::Uuid::new_v4()));
     let stop = CancellationToken::new();
     let mut addresses = Vec::new();
@@ -42,6 +50,7 @@ async fn start_runners(count: usize, slots: usize) -> Runners {
         config.jobs.scan_interval = Duration::from_millis(200);
         config.jobs.heartbeat_interval = Duration::from_millis(300);
         config.jobs.stale_after = Duration::from_secs(3);
+        configure(&mut config);
         let shutdown = stop.clone().cancelled_owned();
         done.push(tokio::spawn(async move {
             cellgate_kernel_runner::run(listener, config, shutdown)
@@ -482,5 +491,62 @@ async fn bad_input_is_refused_and_touches_nothing() {
         .filter(|name| name.to_str().unwrap().starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    runners.stop().await;
+}
+
+/// An upload that grows past the limit while it streams (no length declared up front) is
+/// refused, and nothing of it stays on the volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_the_limit_leaves_nothing_behind() {
+    use http_body_util::StreamBody;
+    let runners = start_runners_with(1, 1, |config| config.max_job_upload_bytes = 1 << 20).await;
+    let address = runners.addresses[0].clone();
+    let boundary = "limit-test";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"spec\"\r\n\r\n{{\"kind\":\"md5\"}}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\r\n"
+    );
+    let chunks = std::iter::once(Bytes::from(head))
+        .chain(std::iter::repeat_n(Bytes::from(vec![b'x'; 64 << 10]), 40))
+        .map(|chunk| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk)));
+    let body = StreamBody::new(futures_util::stream::iter(chunks));
+    let tcp = TcpStream::connect(&address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/jobs")
+        .header("host", &address)
+        .header(RUNNER_SECRET_HEADER, SECRET)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .unwrap();
+    // The runner may answer before it has read everything, or close while the client still
+    // writes; either way the upload must not become a job.
+    if let Ok(response) = sender.send_request(request).await {
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let (_, list) = json_request(&address, "GET", "/api/jobs", Value::Null).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "{list}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let leftovers: Vec<_> = std::fs::read_dir(runners.volume.join("jobs"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        if leftovers.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refused upload left {leftovers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     runners.stop().await;
 }

@@ -26,6 +26,26 @@ pub const BATCH_LANGUAGES: [(&str, &str); 12] = [
     ("rust", "rust"),
 ];
 
+/// The batch language of a file from its extension, when it says.
+pub fn guess_language(name: &str) -> Option<&'static str> {
+    let extension = name.rsplit_once('.')?.1;
+    Some(match extension {
+        "py" => "python",
+        "js" | "mjs" => "javascript",
+        "sh" | "bash" => "bash",
+        "rb" => "ruby",
+        "php" => "php",
+        "R" | "r" => "r",
+        "m" => "octave",
+        "java" => "java",
+        "c" => "c",
+        "cc" | "cpp" | "cxx" => "cpp",
+        "go" => "go",
+        "rs" => "rust",
+        _ => return None,
+    })
+}
+
 /// The images a `command` job may name: those of the batch languages, each once.
 pub fn job_images() -> Vec<&'static str> {
     let mut images: Vec<&'static str> = Vec::new();
@@ -208,7 +228,6 @@ impl JobRequest {
             "run" => {
                 unexpected("image", self.image.is_some())?;
                 unexpected("command", self.command.is_some())?;
-                let language = self.language.clone().ok_or("a run job needs a language")?;
                 if inputs.is_empty() {
                     return Err("a run job needs at least one source file".to_owned());
                 }
@@ -229,6 +248,18 @@ impl JobRequest {
                     }
                     None => {}
                 }
+                // Without a language, the main file's extension tells it.
+                let language = match &self.language {
+                    Some(language) => language.clone(),
+                    None => guess_language(&files[0])
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            format!(
+                                "a run job needs a language: none follows from the name {:?}",
+                                files[0]
+                            )
+                        })?,
+                };
                 Ok(JobTask::Run {
                     language,
                     files,
@@ -430,6 +461,21 @@ pub struct NodeReport {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn languages_follow_extensions() {
+        assert_eq!(guess_language("main.py"), Some("python"));
+        assert_eq!(guess_language("a.b.rs"), Some("rust"));
+        assert_eq!(guess_language("script.R"), Some("r"));
+        assert_eq!(guess_language("Makefile"), None);
+        let run = request(json!({"kind": "run"}));
+        assert!(matches!(
+            run.task(&["hello.go".to_owned()]),
+            Ok(JobTask::Run { language, .. }) if language == "go"
+        ));
+        let message = run.task(&["Makefile".to_owned()]).unwrap_err();
+        assert!(message.contains("needs a language"), "{message}");
+    }
 
     fn request(value: serde_json::Value) -> JobRequest {
         serde_json::from_value(value).expect("a valid request")

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use cellgate_protocol::job::{JobRequest, JobState, JobStatus, RequestedJobLimits};
+use cellgate_protocol::job::{guess_language, JobRequest, JobState, JobStatus, RequestedJobLimits};
 
 use super::http::{Client, ServerArgs};
 use super::progress::Progress;
@@ -148,26 +148,6 @@ fn upload(args: &SubmitArgs) -> anyhow::Result<Upload> {
     })
 }
 
-/// The batch language of a file from its extension.
-pub fn guess_language(name: &str) -> Option<&'static str> {
-    let extension = name.rsplit_once('.')?.1;
-    Some(match extension {
-        "py" => "python",
-        "js" | "mjs" => "javascript",
-        "sh" | "bash" => "bash",
-        "rb" => "ruby",
-        "php" => "php",
-        "R" | "r" => "r",
-        "m" => "octave",
-        "java" => "java",
-        "c" => "c",
-        "cc" | "cpp" | "cxx" => "cpp",
-        "go" => "go",
-        "rs" => "rust",
-        _ => return None,
-    })
-}
-
 /// The exit code a shell would show for the job: its own, 128 + a killing signal, 124 for a
 /// timeout (as `timeout(1)`), 1 for any other failure.
 pub fn exit_code(status: &JobStatus) -> i32 {
@@ -181,18 +161,5 @@ pub fn exit_code(status: &JobStatus) -> i32 {
         (_, None, Some(signal)) => 128 + signal,
         (JobState::Succeeded, None, None) => 0,
         _ => 1,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn languages_follow_extensions() {
-        assert_eq!(guess_language("main.py"), Some("python"));
-        assert_eq!(guess_language("a.b.rs"), Some("rust"));
-        assert_eq!(guess_language("script.R"), Some("r"));
-        assert_eq!(guess_language("Makefile"), None);
     }
 }

@@ -133,6 +133,55 @@ impl Client {
         }
     }
 
+    /// A request that declares a body of `length` bytes and then sends none of it: what the
+    /// server answers from the headers alone (a refusal it gives before reading the body).
+    pub async fn send_declaring_length(
+        &self,
+        method: Method,
+        path: &str,
+        length: u64,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        use http_body_util::StreamBody;
+        let tcp = TcpStream::connect(&self.address)
+            .await
+            .expect("server accepts connections");
+        let tls = TlsConnector::from(tls_config())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("TLS handshake succeeds");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("HTTP handshake succeeds");
+        tokio::spawn(connection);
+        let body = StreamBody::new(futures_util::stream::pending::<
+            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+        >());
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.address)
+            .header("content-length", length.to_string());
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("token {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = sender
+            .send_request(request.body(body).unwrap())
+            .await
+            .expect("server answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// Starts a kernel and returns its id.
     pub async fn start_kernel(&self, name: &str) -> String {
         let reply = self

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cellgate_protocol::job::{
-    JobLimits, JobList, JobRequest, JobSpec, JobStatus, JobTask, NodeReport,
+    job_images, JobLimits, JobList, JobRequest, JobSpec, JobStatus, JobTask, NodeReport,
 };
 use cellgate_protocol::model::ApiError;
 use chrono::Utc;
@@ -273,14 +273,13 @@ fn check_request(request: &JobRequest, api: &JobsApi) -> Result<JobLimits, JobEr
         }
     }
     if let Some(image) = &request.image {
-        let plain = !image.is_empty()
-            && image.len() <= 64
-            && image.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-            })
-            && !image.starts_with('.');
-        if !plain || !api.worker.executor().has_image(image) {
-            return Err(JobError::BadRequest(format!("unknown image {image:?}")));
+        // Only the language images: never the service images beside them, nor a path.
+        let known = job_images().contains(&image.as_str());
+        if !known || !api.worker.executor().has_image(image) {
+            return Err(JobError::BadRequest(format!(
+                "unknown image {image:?}: one of {}",
+                job_images().join(", ")
+            )));
         }
     }
     Ok(limits)
