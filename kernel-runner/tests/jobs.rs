@@ -76,6 +76,21 @@ impl Runners {
     }
 }
 
+/// An HTTP/1 connection to a runner.
+async fn connect<B>(address: &str) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 async fn send(
     address: &str,
     method: &str,
@@ -83,11 +98,7 @@ async fn send(
     content_type: &str,
     body: Vec<u8>,
 ) -> (StatusCode, http::HeaderMap, Bytes) {
-    let tcp = TcpStream::connect(address).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let mut sender = connect(address).await;
     let request = Request::builder()
         .method(method)
         .uri(path)
@@ -349,11 +360,7 @@ async fn programs_run_with_stdin_args_timeouts_retries_and_cancel() {
     let done = wait_final(&address, id).await;
     assert_eq!(done["state"], "failed");
     assert_eq!(done["exit_code"], 3);
-    let tcp = TcpStream::connect(&address).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let mut sender = connect(&address).await;
     let request = Request::builder()
         .uri(format!("/api/jobs/{id}/files/stdout"))
         .header("host", &address)
@@ -510,11 +517,7 @@ async fn an_upload_over_the_limit_leaves_nothing_behind() {
         .chain(std::iter::repeat_n(Bytes::from(vec![b'x'; 64 << 10]), 40))
         .map(|chunk| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk)));
     let body = StreamBody::new(futures_util::stream::iter(chunks));
-    let tcp = TcpStream::connect(&address).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let mut sender = connect(&address).await;
     let request = Request::builder()
         .method("POST")
         .uri("/api/jobs")

@@ -99,38 +99,8 @@ impl Client {
         body: Bytes,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let tcp = TcpStream::connect(&self.address)
-            .await
-            .expect("server accepts connections");
-        tcp.set_nodelay(true).unwrap();
-        let tls = TlsConnector::from(tls_config())
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .expect("TLS handshake succeeds");
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .expect("HTTP handshake succeeds");
-        tokio::spawn(connection);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.address);
-        if let Some(token) = &self.token {
-            request = request.header("authorization", format!("token {token}"));
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(body)).unwrap();
-        let response = sender.send_request(request).await.expect("server answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        let request = self.request(method, path, headers);
+        self.exchange(request.body(Full::new(body)).unwrap()).await
     }
 
     /// A request that declares a body of `length` bytes and then sends none of it: what the
@@ -143,9 +113,46 @@ impl Client {
         headers: &[(&str, &str)],
     ) -> Reply {
         use http_body_util::StreamBody;
+        let body = StreamBody::new(futures_util::stream::pending::<
+            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+        >());
+        let request = self
+            .request(method, path, headers)
+            .header("content-length", length.to_string());
+        self.exchange(request.body(body).unwrap()).await
+    }
+
+    /// A request to the server, with `Authorization: token` when the client has a token.
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> http::request::Builder {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.address);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("token {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+    }
+
+    /// Sends `request` on a new TLS connection and reads the whole answer.
+    async fn exchange<B>(&self, request: Request<B>) -> Reply
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let tcp = TcpStream::connect(&self.address)
             .await
             .expect("server accepts connections");
+        tcp.set_nodelay(true).unwrap();
         let tls = TlsConnector::from(tls_config())
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
@@ -154,24 +161,7 @@ impl Client {
             .await
             .expect("HTTP handshake succeeds");
         tokio::spawn(connection);
-        let body = StreamBody::new(futures_util::stream::pending::<
-            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
-        >());
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.address)
-            .header("content-length", length.to_string());
-        if let Some(token) = &self.token {
-            request = request.header("authorization", format!("token {token}"));
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = sender
-            .send_request(request.body(body).unwrap())
-            .await
-            .expect("server answers");
+        let response = sender.send_request(request).await.expect("server answers");
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await.unwrap().to_bytes();
