@@ -1,6 +1,6 @@
 //! The pages in a real browser, headless Chromium. The notebook editor: cells that keep state,
-//! errors, `input()`, a plot, an interrupt, a reload that finds the same kernel and cells, and
-//! the notebook as .ipynb. The job manager: logging in with the token link, uploading a file
+//! errors, `input()`, a plot, an interrupt, a reload that finds the same kernel and cells, the
+//! notebook as .ipynb, and a kernel that dies replaced by a new one. The job manager: logging in with the token link, uploading a file
 //! for its MD5, a program run in its language, a command line killed while it runs, a refused submission shown as such,
 //! deleting a job, and the nodes' load. Needs Chromium and chromedriver (`apt-get install
 //! chromium chromium-driver`).
@@ -153,6 +153,15 @@ async fn the_notebook_runs_cells_in_a_browser() {
     assert_eq!(cells[1]["outputs"][0]["text"], "43\n");
     assert_eq!(cells[4]["outputs"][0]["output_type"], "display_data");
     assert!(cells[4]["outputs"][0]["data"]["image/png"].is_string());
+
+    // A kernel that dies is reported; the next cell runs in a new one.
+    let count = cells.len();
+    run(&browser, count, "import os\nos._exit(3)").await;
+    browser
+        .wait_for_text("#kernel-state", PATIENCE, |text| text == "dead")
+        .await;
+    run(&browser, count + 1, "print('a new kernel')").await;
+    output_of(&browser, count + 1, "a new kernel").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,12 +85,32 @@ function connect() {
     ws.onclose = (event) => {
       if (socket !== ws) return;
       socket = null;
-      setState(event.code === 1011 ? "dead" : "disconnected");
-      if (event.reason) say(`Kernel connection closed: ${event.reason}`, true);
       for (const entry of pending.values()) entry.finish();
       pending.clear();
+      if (event.code === 1011) {
+        kernelDied(event.reason);
+      } else {
+        setState("disconnected");
+        if (event.reason) say(`Kernel connection closed: ${event.reason}`, true);
+      }
     };
   });
+}
+
+// The kernel died, or its runner went away: what was running ends, and the next cell run
+// starts a new kernel.
+function kernelDied(reason) {
+  for (const entry of pending.values()) entry.finish();
+  pending.clear();
+  kernel = null;
+  sessionStorage.removeItem(KERNEL_KEY);
+  if (socket) {
+    const old = socket;
+    socket = null;
+    old.close();
+  }
+  setState("dead");
+  say(`The kernel died (${reason || "no reason given"}); running a cell starts a new one.`, true);
 }
 
 // A kernel of the chosen spec with an open websocket: the page's own from before a reload
@@ -133,6 +153,10 @@ function handle(msg) {
   const parent = msg.parent_header && msg.parent_header.msg_id;
   const entry = parent ? pending.get(parent) : undefined;
   if (type === "status") {
+    if (msg.content.execution_state === "dead") {
+      kernelDied(msg.content.reason);
+      return;
+    }
     setState(msg.content.execution_state);
     if (entry && msg.content.execution_state === "idle") {
       entry.idle = true;

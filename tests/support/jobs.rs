@@ -108,6 +108,13 @@ pub async fn md5_jobs_equal_md5sum(client: &Client, dir: &Path, files: usize, bi
                 assert_eq!(status["name"], name.as_str());
                 let result = client.get(&format!("/api/jobs/{id}/files/result")).await;
                 assert_eq!(result.status, StatusCode::OK);
+                // Outputs read as text, and nothing in them can run in a browser.
+                assert_eq!(
+                    result.header("content-type").as_deref(),
+                    Some("text/plain; charset=utf-8")
+                );
+                let policy = result.header("content-security-policy").unwrap();
+                assert!(policy.contains("sandbox"), "{policy}");
                 assert_eq!(
                     String::from_utf8_lossy(&result.body).trim(),
                     status["result"].as_str().unwrap()

@@ -644,8 +644,15 @@ async fn file(
             }
         }
     });
+    // Outputs show as text in a browser, and never as anything that could run there: a
+    // program's output is whatever its author wrote.
     let mut builder = Response::builder()
-        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; sandbox",
+        )
         .header(header::CONTENT_LENGTH, length)
         .header(header::ACCEPT_RANGES, "bytes");
     builder = match range {
