@@ -1,6 +1,6 @@
 //! The pages in a real browser, headless Chromium. The notebook editor: cells that keep state,
 //! errors, `input()`, a plot, an interrupt, a reload that finds the same kernel and cells, the
-//! notebook as .ipynb, and a kernel that dies replaced by a new one. The job manager: logging in with the token link, uploading a file
+//! notebook as .ipynb, a Markdown cell, and a kernel that dies replaced by a new one. The job manager: logging in with the token link, uploading a file
 //! for its MD5, a program run in its language, a command line killed while it runs, a refused submission shown as such,
 //! deleting a job, and the nodes' load. Needs Chromium and chromedriver (`apt-get install
 //! chromium chromium-driver`).
@@ -117,6 +117,29 @@ async fn the_notebook_runs_cells_in_a_browser() {
     browser.click("#interrupt").await;
     output_of(&browser, 6, "KeyboardInterrupt").await;
 
+    // A Markdown cell, shown rendered.
+    browser.click("#add-markdown").await;
+    browser
+        .type_into(
+            "#cells .cell:nth-child(8) textarea",
+            &format!(
+                "# Results\nThe answer is **42**, see [the docs](https://example.org/x).\n\n- one\n- two{SHIFT_ENTER}"
+            ),
+        )
+        .await;
+    let rendered = browser
+        .execute(
+            "const box = document.querySelector('#cells .cell:nth-child(8) .rendered');\n\
+             return box && [box.querySelector('h1').textContent, box.querySelector('strong').textContent,\n\
+                 box.querySelectorAll('li').length, box.querySelector('a').href];",
+            serde_json::json!([]),
+        )
+        .await;
+    assert_eq!(
+        rendered,
+        serde_json::json!(["Results", "42", 2, "https://example.org/x"])
+    );
+
     if let Ok(path) = std::env::var("CELLGATE_SCREENSHOT") {
         let path = path.replace(".png", "-notebook.png");
         std::fs::write(path, browser.screenshot().await).unwrap();
@@ -151,6 +174,7 @@ async fn the_notebook_runs_cells_in_a_browser() {
     assert_eq!(cells[1]["source"], "print(x + 1)");
     assert_eq!(cells[1]["outputs"][0]["output_type"], "stream");
     assert_eq!(cells[1]["outputs"][0]["text"], "43\n");
+    assert_eq!(cells[7]["cell_type"], "markdown");
     assert_eq!(cells[4]["outputs"][0]["output_type"], "display_data");
     assert!(cells[4]["outputs"][0]["data"]["image/png"].is_string());
 

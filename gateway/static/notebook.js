@@ -274,6 +274,91 @@ function renderOutput(output) {
   }
 }
 
+// ---- markdown cells: a small renderer that builds elements, never HTML from text ----
+
+// Links go only where a click is harmless.
+function safeHref(url) {
+  return /^(https?:|mailto:|\/|#|\.{0,2}\/?[\w-])/i.test(url) && !/^javascript:/i.test(url) ? url : null;
+}
+
+function inline(parent, text) {
+  const pattern = /(`[^`]+`)|(\*\*[^*]+\*\*|__[^_]+__)|(\*[^*\s][^*]*\*|_[^_\s][^_]*_)|(\[[^\]]+\]\([^)\s]+\))/g;
+  let last = 0;
+  let match;
+  while ((match = pattern.exec(text)) !== null) {
+    if (match.index > last) parent.append(text.slice(last, match.index));
+    const token = match[0];
+    if (match[1]) parent.append(el("code", token.slice(1, -1)));
+    else if (match[2]) inline(parent.appendChild(el("strong")), token.slice(2, -2));
+    else if (match[3]) inline(parent.appendChild(el("em")), token.slice(1, -1));
+    else {
+      const [, label, url] = token.match(/^\[([^\]]+)\]\(([^)\s]+)\)$/);
+      const href = safeHref(url);
+      if (href) {
+        const link = el("a");
+        link.href = href;
+        link.rel = "noopener noreferrer";
+        link.target = "_blank";
+        inline(link, label);
+        parent.append(link);
+      } else {
+        parent.append(token);
+      }
+    }
+    last = match.index + token.length;
+  }
+  if (last < text.length) parent.append(text.slice(last));
+  return parent;
+}
+
+function renderMarkdown(source) {
+  const box = el("div", null, "rendered");
+  const lines = source.split("\n");
+  let paragraph = [];
+  let list = null;
+  const flush = () => {
+    if (paragraph.length) box.append(inline(el("p"), paragraph.join(" ")));
+    paragraph = [];
+    list = null;
+  };
+  for (let index = 0; index < lines.length; index += 1) {
+    const line = lines[index];
+    let match;
+    if (line.startsWith("```")) {
+      flush();
+      const code = [];
+      for (index += 1; index < lines.length && !lines[index].startsWith("```"); index += 1) {
+        code.push(lines[index]);
+      }
+      box.append(el("pre", code.join("\n")));
+    } else if ((match = line.match(/^(#{1,6})\s+(.*)$/))) {
+      flush();
+      box.append(inline(el(`h${match[1].length}`), match[2]));
+    } else if (/^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) {
+      flush();
+      box.append(el("hr"));
+    } else if ((match = line.match(/^\s*(?:([-*+])|(\d+)[.)])\s+(.*)$/))) {
+      if (paragraph.length) flush();
+      const tag = match[1] ? "ul" : "ol";
+      if (!list || list.tagName.toLowerCase() !== tag) {
+        list = el(tag);
+        box.append(list);
+      }
+      list.append(inline(el("li"), match[3]));
+    } else if ((match = line.match(/^>\s?(.*)$/))) {
+      flush();
+      box.append(inline(el("blockquote"), match[1]));
+    } else if (line.trim() === "") {
+      flush();
+    } else {
+      list = null;
+      paragraph.push(line.trim());
+    }
+  }
+  flush();
+  return box;
+}
+
 class Cell {
   constructor(cellType, source, outputs, count) {
     this.cellType = cellType;
@@ -291,6 +376,10 @@ class Cell {
     this.editor.setAttribute("aria-label", cellType === "markdown" ? "markdown cell" : "code cell");
     this.outputBox = el("div", null, "outputs");
     body.append(this.editor, this.outputBox);
+    if (cellType === "markdown") {
+      // Double-click the rendered text to edit it again.
+      this.outputBox.addEventListener("dblclick", () => this.edit());
+    }
     const tools = el("div", null, "cell-tools");
     const tool = (label, title, action) => {
       const button = el("button", label, "small");
@@ -313,6 +402,20 @@ class Cell {
     this.editor.addEventListener("keydown", (event) => this.onKey(event));
     for (const output of outputs) this.addOutput(output, true);
     this.setCount(count, false);
+    if (cellType === "markdown" && source.trim()) this.render();
+  }
+
+  // Markdown: show the text rendered instead of its source.
+  render() {
+    this.outputBox.replaceChildren(renderMarkdown(this.source()));
+    this.editor.hidden = true;
+  }
+
+  edit() {
+    this.editor.hidden = false;
+    this.outputBox.replaceChildren();
+    this.fit();
+    this.editor.focus();
   }
 
   source() {
@@ -396,6 +499,7 @@ class Cell {
     if (event.key === "Enter" && (event.shiftKey || event.ctrlKey || event.metaKey)) {
       event.preventDefault();
       if (this.cellType === "code") runCell(this);
+      else this.render();
       if (event.shiftKey) focusNext(this);
     } else if (event.key === "Tab" && !event.shiftKey && this.cellType === "code") {
       event.preventDefault();
@@ -556,7 +660,10 @@ function download() {
 
 document.getElementById("run-all").addEventListener("click", () => {
   generation += 1;
-  for (const cell of cells) if (cell.cellType === "code") runCell(cell);
+  for (const cell of cells) {
+    if (cell.cellType === "code") runCell(cell);
+    else if (cell.source().trim()) cell.render();
+  }
 });
 
 document.getElementById("interrupt").addEventListener("click", async () => {
@@ -599,6 +706,10 @@ document.getElementById("shutdown").addEventListener("click", async () => {
 
 document.getElementById("add-cell").addEventListener("click", () => {
   addCell("code").editor.focus();
+});
+
+document.getElementById("add-markdown").addEventListener("click", () => {
+  addCell("markdown").editor.focus();
 });
 
 document.getElementById("save").addEventListener("click", download);
