@@ -1,6 +1,7 @@
 //! The pages in a real browser, headless Chromium. The notebook editor: cells that keep state,
 //! errors, `input()`, a plot, an interrupt, a reload that finds the same kernel and cells, the
-//! notebook as .ipynb, a Markdown cell, and a kernel that dies replaced by a new one. The job manager: logging in with the token link, uploading a file
+//! notebook as .ipynb, a Markdown cell, HTML output stripped of what could act, a kernel that
+//! dies replaced by a new one, and a shutdown in the middle of a cell. The job manager: logging in with the token link, uploading a file
 //! for its MD5, a program run in its language, a command line killed while it runs, a refused submission shown as such,
 //! deleting a job, and the nodes' load. Needs Chromium and chromedriver (`apt-get install
 //! chromium chromium-driver`).
@@ -60,9 +61,8 @@ async fn the_notebook_runs_cells_in_a_browser() {
     let Some((server, browser, base)) = open("/notebook?kernel=python3").await else {
         return;
     };
-    browser
-        .wait_for_text("#kernel-state", PATIENCE, |text| text == "idle")
-        .await;
+    // No kernel until the first run.
+    assert_eq!(browser.text("#kernel-state").await, "no kernel");
 
     // State between cells; Shift+Enter moves on to a new cell.
     run(&browser, 1, "x = 6 * 7\nx").await;
@@ -108,6 +108,30 @@ async fn the_notebook_runs_cells_in_a_browser() {
         assert!(std::time::Instant::now() < deadline, "no plot was drawn");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // HTML output keeps its table and loses whatever could act: forms, refreshes, styles,
+    // scripts, handlers.
+    let cell = browser.text("#cells .cell:last-child .prompt").await;
+    assert_eq!(cell, "[ ]:");
+    run(
+        &browser,
+        6,
+        "class Rich:\n    def _repr_html_(self):\n        return ('<table><tr><th>a</th></tr><tr><td onclick=\"alert(1)\">1</td></tr></table>'\n            '<meta http-equiv=\"refresh\" content=\"0;url=/logout\">'\n            '<style>body { display: none }</style>'\n            '<form action=\"/api/jobs\" method=\"post\"><button>go</button></form>'\n            '<script>document.title = \"owned\"</script>')\nRich()",
+    )
+    .await;
+    output_of(&browser, 6, "1").await;
+    let left = browser
+        .execute(
+            "const box = document.querySelector('#cells .cell:nth-child(6) .outputs');\n\
+             return [box.querySelectorAll('table td').length,\n\
+                 box.querySelectorAll('meta, style, form, button, script, [onclick]').length];",
+            serde_json::json!([]),
+        )
+        .await;
+    assert_eq!(left, serde_json::json!([1, 0]));
+    browser
+        .click("#cells .cell:nth-child(6) button[title='Delete this cell']")
+        .await;
 
     // A cell that never ends, interrupted from the toolbar.
     run(&browser, 6, "import time\nwhile True:\n    time.sleep(0.1)").await;
@@ -186,6 +210,35 @@ async fn the_notebook_runs_cells_in_a_browser() {
         .await;
     run(&browser, count + 1, "print('a new kernel')").await;
     output_of(&browser, count + 1, "a new kernel").await;
+
+    // Shut down while a cell runs: the cell ends, the kernel goes, and the next run works.
+    run(&browser, count + 2, "while True:\n    pass").await;
+    browser
+        .wait_for_text("#kernel-state", PATIENCE, |text| text == "busy")
+        .await;
+    browser.click("#shutdown").await;
+    browser
+        .wait_for_text("#kernel-state", PATIENCE, |text| text == "no kernel")
+        .await;
+    run(&browser, count + 3, "print('after the shutdown')").await;
+    output_of(&browser, count + 3, "after the shutdown").await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while server
+        .client()
+        .get("/api/kernels")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .len()
+        != 1
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old kernel was not shut down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ const moreButton = document.getElementById("more");
 let stateFilter = "";
 let pages = 1;
 let refreshing = false;
+let refreshAgain = false;
 
 // ---- small helpers ----
 
@@ -315,11 +316,19 @@ async function loadNodes() {
   nodesBody.replaceChildren(...rows);
 }
 
+// One refresh at a time; a request for another while one runs (a new filter, say) makes one
+// more run right after it, so what shows always matches what was asked last.
 async function refresh() {
-  if (refreshing) return;
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
   refreshing = true;
   try {
-    await Promise.all([loadJobs(), loadNodes()]);
+    do {
+      refreshAgain = false;
+      await Promise.all([loadJobs(), loadNodes()]);
+    } while (refreshAgain);
   } catch (error) {
     say(`Cannot load the jobs: ${error.message}`, true);
   } finally {

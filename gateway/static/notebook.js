@@ -89,6 +89,8 @@ function connect() {
       pending.clear();
       if (event.code === 1011) {
         kernelDied(event.reason);
+      } else if (event.code === 1001) {
+        dropKernel(false, "no kernel", "The kernel was shut down; running a cell starts a new one.");
       } else {
         setState("disconnected");
         if (event.reason) say(`Kernel connection closed: ${event.reason}`, true);
@@ -97,55 +99,81 @@ function connect() {
   });
 }
 
-// The kernel died, or its runner went away: what was running ends, and the next cell run
-// starts a new kernel.
-function kernelDied(reason) {
-  for (const entry of pending.values()) entry.finish();
-  pending.clear();
+// Lets go of the page's kernel: what was running ends, open input prompts go, the socket
+// closes, and with `shutdown` the kernel itself is shut down. The next run starts another.
+function dropKernel(shutdown, state, message) {
+  const old = kernel;
   kernel = null;
   sessionStorage.removeItem(KERNEL_KEY);
+  for (const entry of pending.values()) entry.finish();
+  pending.clear();
+  for (const prompt of cellsBox.querySelectorAll(".input-request")) prompt.remove();
   if (socket) {
-    const old = socket;
+    const closing = socket;
     socket = null;
-    old.close();
+    closing.close();
   }
-  setState("dead");
-  say(`The kernel died (${reason || "no reason given"}); running a cell starts a new one.`, true);
+  if (shutdown && old) {
+    api("DELETE", `/api/kernels/${encodeURIComponent(old.id)}`).catch((error) => {
+      if (error.status !== 404) say(`Shutting the kernel down failed: ${error.message}`, true);
+    });
+  }
+  setState(state);
+  if (message) say(message, true);
 }
 
-// A kernel of the chosen spec with an open websocket: the page's own from before a reload
-// when it still runs, else a new one.
+// The kernel died, or its runner went away; what is left of it is shut down.
+function kernelDied(reason) {
+  dropKernel(true, "dead", `The kernel died (${reason || "no reason given"}); running a cell starts a new one.`);
+}
+
+async function kernelExists(id) {
+  try {
+    await api("GET", `/api/kernels/${encodeURIComponent(id)}`);
+    return true;
+  } catch (error) {
+    if (error.status === 404) return false;
+    throw error;
+  }
+}
+
+// A kernel of the chosen spec with an open websocket: the page's own (also from before a
+// reload) while it runs, else a new one. Concurrent callers share one attempt.
 async function ensureKernel() {
+  while (connecting) await connecting.catch(() => {});
   const name = kernelSelect.value;
   if (kernel && kernel.name === name && socket && socket.readyState === WebSocket.OPEN) return;
-  if (connecting) return connecting;
-  connecting = (async () => {
-    if (!kernel || kernel.name !== name) {
-      const saved = JSON.parse(sessionStorage.getItem(KERNEL_KEY) || "null");
-      kernel = null;
-      if (saved && saved.name === name) {
-        try {
-          await api("GET", `/api/kernels/${encodeURIComponent(saved.id)}`);
-          kernel = saved;
-        } catch (_) {
-          // Gone (shut down, or its runner went away): start another.
-        }
-      }
-      if (!kernel) {
-        setState("starting");
-        const model = await api("POST", "/api/kernels", { name });
-        kernel = { id: model.id, name, session: crypto.randomUUID() };
-        sessionStorage.setItem(KERNEL_KEY, JSON.stringify(kernel));
-      }
-    }
-    await connect();
-    setState("idle");
-  })();
+  connecting = openKernel(name);
   try {
     await connecting;
   } finally {
     connecting = null;
   }
+}
+
+async function openKernel(name) {
+  if (kernel && kernel.name !== name) dropKernel(true, "no kernel");
+  if (!kernel) {
+    const saved = JSON.parse(sessionStorage.getItem(KERNEL_KEY) || "null");
+    if (saved && saved.name === name && (await kernelExists(saved.id))) kernel = saved;
+  }
+  if (kernel) {
+    try {
+      await connect();
+      setState("idle");
+      return;
+    } catch (error) {
+      // Shut down elsewhere, or gone with its runner: start another.
+      if (await kernelExists(kernel.id)) throw error;
+      dropKernel(false, "no kernel");
+    }
+  }
+  setState("starting");
+  const model = await api("POST", "/api/kernels", { name });
+  kernel = { id: model.id, name, session: crypto.randomUUID() };
+  sessionStorage.setItem(KERNEL_KEY, JSON.stringify(kernel));
+  await connect();
+  setState("idle");
 }
 
 function handle(msg) {
@@ -235,6 +263,45 @@ function request(cell, msgType, content) {
 
 // ---- cells ----
 
+// HTML outputs (pandas tables, rich reprs) may come from a notebook someone else wrote: they
+// are parsed in an inert document and rebuilt from an allowlist of elements and attributes,
+// so no form, link, style, meta refresh or script reaches the page.
+const HTML_TAGS = new Set([
+  "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "div", "dl", "dt",
+  "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "li", "ol", "p", "pre", "s", "small",
+  "span", "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul",
+]);
+const HTML_DROPPED = new Set(["script", "style", "template", "iframe", "object", "embed", "noscript", "title", "head"]);
+const HTML_ATTRIBUTES = new Set(["colspan", "rowspan", "align", "valign", "title", "border"]);
+
+function sanitizedNodes(source) {
+  const nodes = [];
+  for (const node of source.childNodes) {
+    if (node.nodeType === Node.TEXT_NODE) {
+      nodes.push(document.createTextNode(node.textContent));
+    } else if (node.nodeType === Node.ELEMENT_NODE) {
+      const tag = node.tagName.toLowerCase();
+      if (HTML_DROPPED.has(tag)) continue;
+      if (!HTML_TAGS.has(tag)) {
+        nodes.push(...sanitizedNodes(node));
+        continue;
+      }
+      const copy = document.createElement(tag);
+      for (const attribute of node.attributes) {
+        if (HTML_ATTRIBUTES.has(attribute.name)) copy.setAttribute(attribute.name, attribute.value);
+      }
+      copy.append(...sanitizedNodes(node));
+      nodes.push(copy);
+    }
+  }
+  return nodes;
+}
+
+function sanitizedHtml(html) {
+  const parsed = new DOMParser().parseFromString(html, "text/html");
+  return sanitizedNodes(parsed.body);
+}
+
 function renderData(data) {
   const value = (type) => joined(data[type]);
   if (data["image/png"]) {
@@ -257,7 +324,7 @@ function renderData(data) {
   }
   if (data["text/html"]) {
     const html = el("div", null, "html-output");
-    html.innerHTML = value("text/html");
+    html.append(...sanitizedHtml(value("text/html")));
     return html;
   }
   return el("pre", value("text/plain") || value("text/markdown") || JSON.stringify(data));
@@ -267,8 +334,11 @@ function renderOutput(output) {
   switch (output.output_type) {
     case "stream":
       return el("pre", joined(output.text), output.name === "stderr" ? "stream stderr" : "stream");
-    case "error":
-      return el("pre", (output.traceback.length ? output.traceback.join("\n") : `${output.ename}: ${output.evalue}`).replace(ANSI, ""), "stream error-output");
+    case "error": {
+      const traceback = Array.isArray(output.traceback) ? output.traceback : [];
+      const text = traceback.length ? traceback.join("\n") : `${output.ename}: ${output.evalue}`;
+      return el("pre", text.replace(ANSI, ""), "stream error-output");
+    }
     default:
       return renderData(output.data || {});
   }
@@ -276,9 +346,14 @@ function renderOutput(output) {
 
 // ---- markdown cells: a small renderer that builds elements, never HTML from text ----
 
-// Links go only where a click is harmless.
+// Links go only where a click is harmless: web pages and mail addresses.
 function safeHref(url) {
-  return /^(https?:|mailto:|\/|#|\.{0,2}\/?[\w-])/i.test(url) && !/^javascript:/i.test(url) ? url : null;
+  try {
+    const parsed = new URL(url, location.href);
+    return ["http:", "https:", "mailto:"].includes(parsed.protocol) ? parsed.href : null;
+  } catch (_) {
+    return null;
+  }
 }
 
 function inline(parent, text) {
@@ -366,6 +441,8 @@ class Cell {
     this.count = count;
     this.running = false;
     this.clearBeforeNext = false;
+    // The stream output that text on the same stream continues, with its element.
+    this.lastStream = null;
 
     this.root = el("div", null, cellType === "markdown" ? "cell markdown" : "cell");
     this.prompt = el("div", null, "prompt");
@@ -440,6 +517,7 @@ class Cell {
 
   clearOutputs() {
     this.outputs = [];
+    this.lastStream = null;
     this.outputBox.replaceChildren();
     this.clearBeforeNext = false;
     scheduleSave();
@@ -447,18 +525,22 @@ class Cell {
 
   addOutput(output, restoring) {
     if (this.clearBeforeNext) this.clearOutputs();
-    const last = this.outputs[this.outputs.length - 1];
-    if (output.output_type === "stream" && last && last.output_type === "stream" && last.name === output.name) {
-      last.text = joined(last.text) + joined(output.text);
-      this.outputBox.lastChild.textContent = last.text;
+    // Text on the same stream joins the block it continues, unless something came between.
+    const last = this.lastStream;
+    if (output.output_type === "stream" && last && last.output.name === output.name) {
+      last.output.text = joined(last.output.text) + joined(output.text);
+      last.element.textContent = last.output.text;
     } else {
       this.outputs.push(output);
-      this.outputBox.append(renderOutput(output));
+      const element = renderOutput(output);
+      this.outputBox.append(element);
+      this.lastStream = output.output_type === "stream" ? { output, element } : null;
     }
     if (!restoring) scheduleSave();
   }
 
   askInput(prompt, password, requestHeader) {
+    this.lastStream = null;
     const line = el("div", null, "input-request");
     line.append(el("span", prompt || ""));
     const field = el("input");
@@ -475,19 +557,23 @@ class Cell {
     });
   }
 
+  // Tab completion. The protocol counts positions in code points, the editor in UTF-16
+  // units; a reply that comes after the text changed is dropped.
   async complete() {
     const code = this.source();
     const cursor = this.editor.selectionStart;
     await ensureKernel();
-    const reply = await request(null, "complete_request", { code, cursor_pos: cursor });
-    if (!reply || reply.status !== "ok" || !reply.matches.length) return;
+    const points = (text) => Array.from(text).length;
+    const units = (count) => Array.from(code).slice(0, count).join("").length;
+    const reply = await request(null, "complete_request", { code, cursor_pos: points(code.slice(0, cursor)) });
+    if (!reply || reply.status !== "ok" || !reply.matches.length || this.source() !== code) return;
     const matches = reply.matches;
     let common = matches[0];
     for (const match of matches) {
       while (!match.startsWith(common)) common = common.slice(0, -1);
     }
-    const start = reply.cursor_start;
-    const end = reply.cursor_end;
+    const start = units(reply.cursor_start);
+    const end = units(reply.cursor_end);
     if (common.length > end - start) {
       this.editor.setRangeText(common, start, end, "end");
       scheduleSave();
@@ -562,8 +648,8 @@ function runCell(cell) {
   cell.running = true;
   cell.setCount(null, true);
   queue = queue.then(async () => {
-    if (mine !== generation) {
-      // An earlier cell failed: this one does not run.
+    if (mine !== generation || !cells.includes(cell)) {
+      // An earlier cell failed, or this one was deleted while it waited: it does not run.
       cell.running = false;
       cell.setCount(cell.count, false);
       return;
@@ -631,18 +717,35 @@ window.addEventListener("pagehide", () => {
   if (saveTimer !== null) saveNow();
 });
 
+// Replaces the notebook with `notebook` (nbformat 4), or throws leaving the current one as
+// it was when `notebook` is not one.
 function load(notebook) {
-  cells = [];
-  cellsBox.replaceChildren();
+  if (!notebook || !Array.isArray(notebook.cells)) throw new Error("it has no cells");
+  const loaded = [];
+  for (const cell of notebook.cells) {
+    if (!cell || (cell.cell_type !== "code" && cell.cell_type !== "markdown")) continue;
+    const outputs = Array.isArray(cell.outputs) ? cell.outputs.filter((output) => output && output.output_type) : [];
+    loaded.push(new Cell(cell.cell_type, joined(cell.source), outputs, cell.execution_count ?? null));
+  }
+  if (loaded.length === 0) loaded.push(new Cell("code", "", [], null));
+  cells = loaded;
+  cellsBox.replaceChildren(...cells.map((cell) => cell.root));
+  for (const cell of cells) cell.fit();
   const name = notebook.metadata && notebook.metadata.kernelspec && notebook.metadata.kernelspec.name;
   if (name && Array.from(kernelSelect.options).some((option) => option.value === name)) {
     kernelSelect.value = name;
   }
-  for (const cell of notebook.cells || []) {
-    if (cell.cell_type !== "code" && cell.cell_type !== "markdown") continue;
-    addCell(cell.cell_type, joined(cell.source), cell.outputs || [], cell.execution_count ?? null);
+  scheduleSave();
+}
+
+// The chosen spec differs from the running kernel's: that kernel goes, a new one starts.
+function switchKernel() {
+  if (kernel && kernel.name !== kernelSelect.value) {
+    dropKernel(true, "no kernel");
+    for (const cell of cells) cell.setCount(null, false);
   }
-  if (cells.length === 0) addCell("code");
+  scheduleSave();
+  ensureKernel().catch((error) => say(`No kernel: ${error.message}`, true));
 }
 
 function download() {
@@ -689,19 +792,8 @@ document.getElementById("restart").addEventListener("click", async () => {
   }
 });
 
-document.getElementById("shutdown").addEventListener("click", async () => {
-  if (!kernel) return;
-  const id = kernel.id;
-  kernel = null;
-  sessionStorage.removeItem(KERNEL_KEY);
-  if (socket) socket.close();
-  socket = null;
-  try {
-    await api("DELETE", `/api/kernels/${encodeURIComponent(id)}`);
-  } catch (error) {
-    if (error.status !== 404) say(`Shut down failed: ${error.message}`, true);
-  }
-  setState("no kernel");
+document.getElementById("shutdown").addEventListener("click", () => {
+  if (kernel) dropKernel(true, "no kernel");
 });
 
 document.getElementById("add-cell").addEventListener("click", () => {
@@ -720,38 +812,35 @@ document.getElementById("open").addEventListener("change", async (event) => {
   try {
     load(JSON.parse(await file.text()));
     say(`Opened ${file.name}.`);
-    ensureKernel().catch((error) => say(`No kernel: ${error.message}`, true));
+    switchKernel();
   } catch (error) {
     say(`${file.name} is not a notebook: ${error.message}`, true);
   }
   event.target.value = "";
 });
 
-kernelSelect.addEventListener("change", async () => {
+kernelSelect.addEventListener("change", () => {
   // Another language: the old kernel goes, a new one starts.
-  if (kernel) {
-    const old = kernel;
-    kernel = null;
-    sessionStorage.removeItem(KERNEL_KEY);
-    if (socket) socket.close();
-    socket = null;
-    api("DELETE", `/api/kernels/${encodeURIComponent(old.id)}`).catch(() => {});
-  }
-  for (const cell of cells) cell.setCount(null, false);
-  scheduleSave();
-  ensureKernel().catch((error) => say(`No kernel: ${error.message}`, true));
+  switchKernel();
 });
 
 // ---- start ----
 
 const wanted = new URLSearchParams(location.search).get("kernel");
-const stored = JSON.parse(localStorage.getItem(NOTEBOOK_KEY) || "null");
-if (stored) load(stored);
-else addCell("code");
+let stored = null;
+try {
+  stored = JSON.parse(localStorage.getItem(NOTEBOOK_KEY) || "null");
+  if (stored) load(stored);
+} catch (error) {
+  say(`The notebook kept in this browser could not be read (${error.message}); starting afresh.`, true);
+}
+if (cells.length === 0) addCell("code");
 if (wanted && Array.from(kernelSelect.options).some((option) => option.value === wanted)) {
   kernelSelect.value = wanted;
 }
-if (kernelSelect.options.length) {
+// A kernel starts with the first run; one this tab had before a reload is found again now.
+const saved = JSON.parse(sessionStorage.getItem(KERNEL_KEY) || "null");
+if (saved && saved.name === kernelSelect.value) {
   ensureKernel().catch((error) => {
     setState("no kernel");
     say(`No kernel: ${error.message}`, true);
