@@ -1,8 +1,7 @@
 //! `cellgate runner`: one kernel runner, exactly as `cellgate-runner` runs it, so the
 //! end-to-end tests and benches can start runners from the one binary they build.
 
-use anyhow::Context;
-use cellgate_kernel_runner::{run, Config, RunnerArgs};
+use cellgate_kernel_runner::{listen_and_run, Config, RunnerArgs};
 
 use crate::signals::shutdown_signal;
 
@@ -17,14 +16,5 @@ pub async fn runner(args: RunnerArgs) -> anyhow::Result<()> {
             anyhow::bail!("invalid configuration ({} problems)", problems.len());
         }
     };
-    let listener = tokio::net::TcpListener::bind(args.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.bind))?;
-    let address = listener.local_addr()?;
-    eprintln!(
-        "cellgate-runner listening on http://{address} ({:?} backend)",
-        config.backend
-    );
-    run(listener, config, shutdown_signal()).await?;
-    Ok(())
+    listen_and_run(args.bind, config, shutdown_signal()).await
 }

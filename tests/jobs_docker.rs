@@ -13,25 +13,7 @@ const IMAGES: &[&str] = &["c", "go", "rust", "python"];
 
 /// The job containers (running or not) of this server's runners; kernels' are not counted.
 fn job_containers(instance: &str) -> Vec<String> {
-    let output = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "--all",
-            "--filter",
-            "label=org.cellgate.job",
-            "--format",
-            "{{.ID}} {{.Label \"org.cellgate.runner\"}}",
-        ])
-        .output()
-        .expect("docker ps runs");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|line| {
-            line.split_once(' ')
-                .is_some_and(|(_, runner)| runner.starts_with(instance))
-        })
-        .map(str::to_owned)
-        .collect()
+    support::docker::containers_matching(instance, &["label=org.cellgate.job"])
 }
 
 /// Submits a JSON job and returns its final status and its stdout.

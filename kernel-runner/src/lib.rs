@@ -25,6 +25,26 @@ use crate::languages::LanguageSet;
 
 pub use config::{RunnerArgs, RunnerConfig as Config};
 
+/// Listens on `bind`, says where on stderr (the line tests and operators wait for), and runs
+/// the runner there until `shutdown` resolves.
+pub async fn listen_and_run(
+    bind: std::net::SocketAddr,
+    config: RunnerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    let address = listener.local_addr()?;
+    eprintln!(
+        "cellgate-runner listening on http://{address} ({:?} backend)",
+        config.backend
+    );
+    run(listener, config, shutdown).await?;
+    Ok(())
+}
+
 /// Runs a runner on `listener` until `shutdown` resolves; then it stops taking kernels, lets
 /// open sessions finish within the grace period, and shuts every kernel down.
 pub async fn run(

@@ -1,7 +1,6 @@
 //! `cellgate-runner`: one kernel runner, serving its gateways.
 
-use anyhow::Context;
-use cellgate_kernel_runner::{run, Config, RunnerArgs};
+use cellgate_kernel_runner::{listen_and_run, Config, RunnerArgs};
 use clap::Parser;
 
 #[tokio::main]
@@ -22,16 +21,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let listener = tokio::net::TcpListener::bind(args.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.bind))?;
-    let address = listener.local_addr()?;
-    eprintln!(
-        "cellgate-runner listening on http://{address} ({:?} backend)",
-        config.backend
-    );
-    run(listener, config, shutdown_signal()).await?;
-    Ok(())
+    listen_and_run(args.bind, config, shutdown_signal()).await
 }
 
 /// Resolves on SIGTERM or ctrl-c.

@@ -157,21 +157,7 @@ impl Drop for RunnerProcess {
     fn drop(&mut self) {
         // Kernels are the runner's process group children; a kill of the runner alone would
         // leave them, so the runner is asked to stop first.
-        if let Ok(None) = self.child.try_wait() {
-            if let Some(pid) = self.child.id() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            for _ in 0..100 {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.start_kill();
-        }
+        super::stop_gracefully(&mut self.child, Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }

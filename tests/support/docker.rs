@@ -46,21 +46,25 @@ pub fn available(images: &[&str]) -> bool {
 
 /// The containers (running or not) that carry this runner-instance label prefix.
 pub fn containers_of(instance: &str) -> Vec<String> {
-    let output = Command::new("docker")
-        .args([
-            "ps",
-            "--all",
-            "--format",
-            "{{.ID}} {{.Label \"org.cellgate.runner\"}}",
-        ])
+    containers_matching(instance, &[])
+}
+
+/// The ids of containers of this runner instance that also match every `docker ps --filter`.
+pub fn containers_matching(instance: &str, filters: &[&str]) -> Vec<String> {
+    let mut command = Command::new("docker");
+    command.args(["ps", "--all"]);
+    for filter in filters {
+        command.args(["--filter", filter]);
+    }
+    let output = command
+        .args(["--format", "{{.ID}} {{.Label \"org.cellgate.runner\"}}"])
         .output()
         .expect("docker ps runs");
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|line| {
             line.split_once(' ')
-                .map(|(_, runner)| runner.starts_with(instance))
-                .unwrap_or(false)
+                .is_some_and(|(_, runner)| runner.starts_with(instance))
         })
         .map(|line| line.split(' ').next().unwrap_or_default().to_owned())
         .collect()

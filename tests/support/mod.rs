@@ -13,3 +13,24 @@ pub mod server;
 pub use client::{Client, Reply};
 pub use kernel::KernelSocket;
 pub use server::Server;
+
+/// Stops a child the way Docker would: SIGTERM, up to `patience` to exit (so it cleans up its
+/// kernels and containers), then SIGKILL.
+pub fn stop_gracefully(child: &mut tokio::process::Child, patience: std::time::Duration) {
+    if let Ok(None) = child.try_wait() {
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = std::time::Instant::now() + patience;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.start_kill();
+    }
+}

@@ -142,21 +142,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         // A graceful stop, so kernels (and their containers) are cleaned up; then a kill for
         // a server that does not listen.
-        if let Ok(None) = self.child.try_wait() {
-            if let Some(pid) = self.child.id() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            for _ in 0..200 {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.start_kill();
-        }
+        super::stop_gracefully(&mut self.child, Duration::from_secs(10));
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
