@@ -24,9 +24,14 @@ die() { printf 'gluster/test-volume.sh: %s\n' "$*" >&2; exit 1; }
 cli() { gluster --mode=script --glusterd-sock="$dir/glusterd.socket" "$@"; }
 
 down() {
-    for mount in "$dir/mount1" "$dir/mount2"; do
-        mountpoint -q "$mount" 2>/dev/null && { umount "$mount" || umount -l "$mount"; }
-    done
+    # Every mount under DIR, as the kernel lists them: a mount whose client died (a killed
+    # run) fails mountpoint's stat, yet still holds its directory.
+    local mount
+    while read -r _ mount _; do
+        case "$mount" in
+        "$dir"/*) umount "$mount" 2>/dev/null || umount -l "$mount" ;;
+        esac
+    done </proc/self/mounts
     if [ -S "$dir/glusterd.socket" ]; then
         cli volume stop "$volname" force >/dev/null 2>&1 || true
         cli volume delete "$volname" >/dev/null 2>&1 || true

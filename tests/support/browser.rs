@@ -229,10 +229,26 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The session ends with chromedriver, which takes its Chromium with it.
+        // Ending the session makes chromedriver quit Chromium and wait for it, so that the
+        // profile is no longer written to when it is removed. Drop cannot await: plain
+        // blocking HTTP on the loopback.
+        let _ = quit_session(&self.base, &self.session);
         let _ = self.driver.start_kill();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
+}
+
+/// `DELETE /session/{id}`, blocking until chromedriver answers (it has closed Chromium then).
+fn quit_session(base: &str, session: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(base)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        stream,
+        "DELETE /session/{session} HTTP/1.1\r\nHost: {base}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map(drop)
 }
 
 /// One plain-HTTP WebDriver request.
