@@ -363,18 +363,6 @@ impl Driver for ContainerDriver {
     }
 
     async fn wait(&self) -> ExitReport {
-        let mut exit = self.exit.clone();
-        let report = exit
-            .wait_for(Option::is_some)
-            .await
-            .map(|report| report.clone());
-        match report {
-            Ok(Some(report)) => report,
-            _ => ExitReport {
-                code: None,
-                signal: None,
-                oom_killed: false,
-            },
-        }
+        ExitReport::when_published(&self.exit).await
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 
 use crate::languages::Language;
 
@@ -46,6 +47,27 @@ pub struct ExitReport {
     pub signal: Option<i32>,
     /// The kernel was killed for exceeding its memory limit.
     pub oom_killed: bool,
+}
+
+impl ExitReport {
+    /// How a driver ended, once its reaper publishes it on `exit`; a reaper gone without a
+    /// word reports nothing known.
+    pub async fn when_published(exit: &watch::Receiver<Option<ExitReport>>) -> ExitReport {
+        let mut exit = exit.clone();
+        let report = match exit.wait_for(Option::is_some).await {
+            Ok(report) => report.clone(),
+            Err(_) => None,
+        };
+        report.unwrap_or_else(ExitReport::unknown)
+    }
+
+    fn unknown() -> ExitReport {
+        ExitReport {
+            code: None,
+            signal: None,
+            oom_killed: false,
+        }
+    }
 }
 
 impl fmt::Display for ExitReport {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use nix::sys::signal::{killpg, Signal};
@@ -40,19 +40,14 @@ impl Backend for ProcessBackend {
         let argv = spec
             .language
             .command(&spec.language.driver_dir(&self.drivers_root));
-        let mut command = Command::new(&argv[0]);
+        let mut command = local_program(&argv);
         command
-            .args(&argv[1..])
             .current_dir(&spec.workdir)
             .env_clear()
             .envs(&spec.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group, so an interrupt reaches the cell's child processes and
-            // never the runner.
-            .process_group(0)
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         let mut child = command.spawn()?;
         let pid = child
             .id()
@@ -70,6 +65,26 @@ impl Backend for ProcessBackend {
         };
         Ok((io, Arc::new(driver)))
     }
+}
+
+/// A local program that goes with the runner: its own process group, so that an interrupt
+/// reaches the program's children and never the runner; killed when its handle is dropped;
+/// and, where util-linux's `setpriv` is installed, killed by the kernel when the runner dies,
+/// even by `kill -9`, which no drop sees. (The death signal follows the thread that started
+/// the program: a runtime worker thread, which lives as long as the runner.)
+pub fn local_program<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> Command {
+    static SETPRIV: OnceLock<bool> = OnceLock::new();
+    let mut command = if *SETPRIV.get_or_init(|| on_path("setpriv")) {
+        let mut command = Command::new("setpriv");
+        command.args(["--pdeathsig", "KILL", "--"]).args(argv);
+        command
+    } else {
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        command
+    };
+    command.process_group(0).kill_on_drop(true);
+    command
 }
 
 /// Waits for the child and publishes how it ended; also kills whatever the driver left
@@ -126,19 +141,7 @@ impl Driver for ProcessDriver {
     }
 
     async fn wait(&self) -> ExitReport {
-        let mut exit = self.exit.clone();
-        let report = exit
-            .wait_for(Option::is_some)
-            .await
-            .map(|report| report.clone());
-        match report {
-            Ok(Some(report)) => report,
-            _ => ExitReport {
-                code: None,
-                signal: None,
-                oom_killed: false,
-            },
-        }
+        ExitReport::when_published(&self.exit).await
     }
 }
 

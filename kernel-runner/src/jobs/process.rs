@@ -8,26 +8,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::execute::{Execution, Executor, Program};
 use super::languages::BatchLanguage;
 use super::output::capture;
+use crate::backend::process::local_program;
+use crate::languages::on_path;
 
 /// How often the peak memory of a running program is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 pub struct ProcessExecutor;
-
-/// Whether `program` is an executable on `PATH`.
-fn on_path(program: &str) -> bool {
-    let Some(path) = std::env::var_os("PATH") else {
-        return false;
-    };
-    std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-}
 
 #[async_trait]
 impl Executor for ProcessExecutor {
@@ -50,9 +43,8 @@ impl Executor for ProcessExecutor {
             },
             None => Stdio::null(),
         };
-        let mut command = Command::new(&program.argv[0]);
+        let mut command = local_program(&program.argv);
         command
-            .args(&program.argv[1..])
             .current_dir(&program.inputs)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -60,9 +52,7 @@ impl Executor for ProcessExecutor {
             .env("HOME", &program.inputs)
             .stdin(stdin)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
