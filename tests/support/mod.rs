@@ -37,7 +37,6 @@ pub fn stop_gracefully(child: &mut tokio::process::Child, patience: std::time::D
 
 /// Whether `program` is an executable on `PATH`.
 pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
