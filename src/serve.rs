@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use cellgate_gateway::cli::args::JobArgs;
 use cellgate_gateway::{GatewayConfig, TlsSettings};
 use cellgate_kernel_runner::config::BackendKind;
 use cellgate_kernel_runner::Config as RunnerConfig;
@@ -40,14 +41,8 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "CELLGATE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// The largest batch job upload, all files together, in MiB.
-    #[arg(
-        long,
-        env = "CELLGATE_JOBS_MAX_UPLOAD_MB",
-        value_name = "MIB",
-        default_value_t = 4096
-    )]
-    jobs_max_upload_mb: u64,
+    #[command(flatten)]
+    jobs: JobArgs,
 }
 
 /// The token to use and whether it was generated.
@@ -149,7 +144,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.backend = args.backend;
         // Every runner works on the same job volume: the data directory itself.
         config.jobs_volume = Some(data_dir.clone());
-        config.max_job_upload_bytes = args.jobs_max_upload_mb.saturating_mul(1 << 20);
+        config.max_job_upload_bytes = args.jobs.max_upload_bytes();
         if args.backend == BackendKind::Docker {
             // Containers take a few hundred milliseconds to start: keep one ready per language.
             config.pool_size = 1;
@@ -181,7 +176,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let address = listener.local_addr()?;
     let mut config = GatewayConfig::new(token.clone(), runner_urls, secret, tls_settings);
-    config.jobs.max_upload_bytes = args.jobs_max_upload_mb.saturating_mul(1 << 20);
+    config.jobs.max_upload_bytes = args.jobs.max_upload_bytes();
     // Watched before the ready line, so SIGHUP reloads the certificate instead of ending the
     // process from the moment the server says it is ready.
     tasks.spawn(

@@ -68,6 +68,17 @@ async fn kernel(client: &Client, kernel: &str) -> Value {
     reply.json()
 }
 
+/// The ids of the kernels the gateway lists.
+async fn listed_kernels(client: &Client) -> Vec<String> {
+    let listed = client.get("/api/kernels").await.json();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|model| model["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 async fn executes(gateway: &GatewayProcess, kernel: &str) {
     let mut socket = KernelSocket::connect(&gateway.address, &gateway.token, kernel).await;
     let run = socket.execute("1+1").await;
@@ -214,14 +225,8 @@ async fn two_gateways_route_each_others_kernels() {
         .await;
     assert_eq!(interrupted.status, 204);
     for gateway in [&first, &second] {
-        let listed = gateway.client().get("/api/kernels").await.json();
-        let ids: Vec<&str> = listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|model| model["id"].as_str().unwrap())
-            .collect();
-        assert!(ids.contains(&from_first.as_str()) && ids.contains(&from_second.as_str()));
+        let ids = listed_kernels(&gateway.client()).await;
+        assert!(ids.contains(&from_first) && ids.contains(&from_second));
     }
 }
 
@@ -236,18 +241,9 @@ async fn a_restarted_gateway_finds_every_existing_kernel() {
     assert!(before.stop().await.success());
 
     let after = GatewayProcess::start(&urls(&runners), &[]).await;
-    let listed = after.client().get("/api/kernels").await.json();
-    let ids: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|model| model["id"].as_str().unwrap())
-        .collect();
+    let ids = listed_kernels(&after.client()).await;
     for kernel in &kernels {
-        assert!(
-            ids.contains(&kernel.as_str()),
-            "{kernel} missing from {ids:?}"
-        );
+        assert!(ids.contains(kernel), "{kernel} missing from {ids:?}");
         executes(&after, kernel).await;
     }
 }
@@ -297,15 +293,7 @@ async fn a_client_that_comes_back_gets_the_output_it_missed() {
     );
 
     let session = uuid::Uuid::new_v4().to_string();
-    let mut away = KernelSocket::connect_as(
-        &gateway.address,
-        Some(&gateway.token),
-        &kernel,
-        None,
-        &session,
-    )
-    .await
-    .unwrap();
+    let mut away = connect_as_session(&gateway, &kernel, &session).await;
     let request = away.send_execute(&code).await;
     away.wait_for(&request, |message| {
         message.header.msg_type == "execute_input"
@@ -324,19 +312,25 @@ async fn a_client_that_comes_back_gets_the_output_it_missed() {
     })
     .await;
 
-    let mut back = KernelSocket::connect_as(
-        &gateway.address,
-        Some(&gateway.token),
-        &kernel,
-        None,
-        &session,
-    )
-    .await
-    .unwrap();
+    let mut back = connect_as_session(&gateway, &kernel, &session).await;
     let missed = back.collect(&request).await;
     assert_eq!(missed.stdout(), "while away\n");
     assert!(missed.types().contains(&"execute_reply".to_owned()));
     let _ = std::fs::remove_file(flag);
+}
+
+/// Connects to `kernel` as client session `session`, so a client that went away can come
+/// back as itself.
+async fn connect_as_session(gateway: &GatewayProcess, kernel: &str, session: &str) -> KernelSocket {
+    KernelSocket::connect_as(
+        &gateway.address,
+        Some(&gateway.token),
+        kernel,
+        None,
+        session,
+    )
+    .await
+    .unwrap()
 }
 
 /// A kernel's execution state and connection count, as the gateway reports them.

@@ -184,13 +184,7 @@ async fn jobs_are_killed_and_deleted_through_the_gateway() {
             json!({"kind": "command", "name": "long", "image": "bash", "command": "sleep 60"}),
         )
         .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let id = reply.json()["id"].as_str().unwrap().to_owned();
+    let id = reply.created_id();
     // Wait until it runs, so the cancel has a process to kill.
     for _ in 0..100 {
         if client.get(&format!("/api/jobs/{id}")).await.json()["state"] == "running" {
@@ -225,14 +219,13 @@ async fn jobs_are_killed_and_deleted_through_the_gateway() {
 async fn bad_job_input_gets_a_clear_4xx_through_the_gateway() {
     let server = Server::start_with(&["--jobs-max-upload-mb", "1"]).await;
     let client = server.client();
-    let keep = upload(
+    let keep_id = upload(
         &client,
         &json!({"kind": "md5", "name": "keep"}),
         &[("a.txt", b"abc")],
     )
-    .await;
-    assert_eq!(keep.status, StatusCode::CREATED);
-    let keep_id = keep.json()["id"].as_str().unwrap().to_owned();
+    .await
+    .created_id();
 
     let json_cases = [
         (json!({"kind": "sha1"}), "unknown job kind"),

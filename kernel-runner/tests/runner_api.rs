@@ -73,6 +73,20 @@ async fn request(
     (status, json)
 }
 
+/// Starts a bash kernel on the runner and returns its id.
+async fn start_bash_kernel(address: &str) -> String {
+    let (status, body) = request(
+        address,
+        "POST",
+        "/api/kernels",
+        Some(SECRET),
+        "{\"name\": \"bash\"}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn only_the_gateway_secret_opens_the_api() {
     let runner = start_runner().await;
@@ -100,15 +114,7 @@ async fn status_reports_what_a_balancer_needs() {
     assert_eq!(body["kernels"], 0);
     assert_eq!(body["draining"], false);
 
-    let (status, body) = request(
-        &runner.address,
-        "POST",
-        "/api/kernels",
-        Some(SECRET),
-        "{\"name\": \"bash\"}",
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    start_bash_kernel(&runner.address).await;
     let (_, body) = request(&runner.address, "GET", "/api/runner", Some(SECRET), "").await;
     assert_eq!(body["kernels"], 1);
     runner.stop.cancel();
@@ -118,16 +124,7 @@ async fn status_reports_what_a_balancer_needs() {
 #[tokio::test]
 async fn shutdown_stops_every_kernel_process() {
     let runner = start_runner().await;
-    let (status, body) = request(
-        &runner.address,
-        "POST",
-        "/api/kernels",
-        Some(SECRET),
-        "{\"name\": \"bash\"}",
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let id = body["id"].as_str().unwrap().to_owned();
+    let id = start_bash_kernel(&runner.address).await;
     runner.stop.cancel();
     runner.done.await.unwrap();
     // No process of that kernel is left: its environment carries the kernel id.

@@ -35,6 +35,18 @@ impl Reply {
         })
     }
 
+    /// The `id` of what a `201 Created` answer made; anything else fails the test, showing
+    /// the body.
+    pub fn created_id(&self) -> String {
+        assert_eq!(
+            self.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self.json()["id"].as_str().unwrap().to_owned()
+    }
+
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers
             .get(name)
@@ -174,15 +186,8 @@ impl Client {
 
     /// Starts a kernel and returns its id.
     pub async fn start_kernel(&self, name: &str) -> String {
-        let reply = self
-            .post("/api/kernels", serde_json::json!({ "name": name }))
-            .await;
-        assert_eq!(
-            reply.status,
-            StatusCode::CREATED,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
-        reply.json()["id"].as_str().unwrap().to_owned()
+        self.post("/api/kernels", serde_json::json!({ "name": name }))
+            .await
+            .created_id()
     }
 }

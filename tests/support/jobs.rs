@@ -96,13 +96,7 @@ pub async fn md5_jobs_equal_md5sum(client: &Client, dir: &Path, files: usize, bi
                     &[("input.bin", &content)],
                 )
                 .await;
-                assert_eq!(
-                    reply.status,
-                    StatusCode::CREATED,
-                    "{}",
-                    String::from_utf8_lossy(&reply.body)
-                );
-                let id = reply.json()["id"].as_str().unwrap().to_owned();
+                let id = reply.created_id();
                 let status = final_status(&client, &id).await;
                 assert_eq!(status["state"], "succeeded", "{status}");
                 assert_eq!(status["name"], name.as_str());
@@ -213,15 +207,14 @@ impl Drop for JobCluster {
 
 /// Submits a `command` job in the bash image and returns its id.
 pub async fn submit_command(client: &Client, command: &str, retries: u32) -> String {
-    let reply = client
+    client
         .post(
             "/api/jobs",
             json!({"kind": "command", "image": "bash", "command": command,
                    "limits": {"retries": retries}}),
         )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    reply.json()["id"].as_str().unwrap().to_owned()
+        .await
+        .created_id()
 }
 
 /// The numbers the jobs appended to `log`, one line each, sorted.

@@ -135,6 +135,13 @@ pub struct Cli {
     )]
     shutdown_grace: u64,
 
+    #[command(flatten)]
+    jobs: JobArgs,
+}
+
+/// The batch job options the gateway shares with `cellgate serve`.
+#[derive(Debug, clap::Args)]
+pub struct JobArgs {
     /// The largest batch job upload, all files together, in MiB.
     #[arg(
         long,
@@ -143,6 +150,13 @@ pub struct Cli {
         default_value_t = 4096
     )]
     jobs_max_upload_mb: u64,
+}
+
+impl JobArgs {
+    /// The largest batch job upload, all files together, in bytes.
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.jobs_max_upload_mb.saturating_mul(1 << 20)
+    }
 }
 
 /// The checked settings the gateway starts with.
@@ -284,7 +298,7 @@ impl Cli {
         config.max_connections = self.max_connections;
         config.worker_threads = self.worker_threads;
         config.timeouts.shutdown_grace = Duration::from_secs(self.shutdown_grace);
-        config.jobs.max_upload_bytes = self.jobs_max_upload_mb.saturating_mul(1 << 20);
+        config.jobs.max_upload_bytes = self.jobs.max_upload_bytes();
         config.tls_reload_interval =
             (self.tls_reload_interval > 0).then(|| Duration::from_secs(self.tls_reload_interval));
         config.health.interval = Duration::from_secs(self.health_interval);
