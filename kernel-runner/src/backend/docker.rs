@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use super::sandbox::{Limits, KERNEL_USER};
+use super::sandbox::Limits;
 use super::{Backend, Driver, DriverIo, ExitReport, LaunchSpec};
 use crate::languages::Language;
 
@@ -200,17 +200,8 @@ impl Backend for DockerBackend {
                     .map(|(name, value)| format!("{name}={value}"))
                     .collect(),
             ),
-            user: Some(KERNEL_USER.to_owned()),
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            open_stdin: Some(true),
             stdin_once: Some(false),
-            tty: Some(false),
-            network_disabled: Some(self.settings.network.is_none()),
-            labels: Some(labels),
-            host_config: Some(limits.host_config(self.settings.network.as_deref())),
-            ..Default::default()
+            ..limits.attached_container(self.settings.network.as_deref(), labels)
         };
         let name = format!("cellgate-{}", spec.kernel_id);
         let created = self

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use bollard::container::Config;
 use bollard::models::{HostConfig, ResourcesUlimits};
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +83,28 @@ impl Limits {
             Ok(limits)
         } else {
             Err(problems.join("; "))
+        }
+    }
+
+    /// A container for a sandboxed program whose standard streams the runner attaches to:
+    /// the kernel user, no network unless one is named, these limits. The caller adds the
+    /// image, the command and the environment.
+    pub fn attached_container(
+        &self,
+        network: Option<&str>,
+        labels: HashMap<String, String>,
+    ) -> Config<String> {
+        Config {
+            user: Some(KERNEL_USER.to_owned()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            tty: Some(false),
+            network_disabled: Some(network.is_none()),
+            labels: Some(labels),
+            host_config: Some(self.host_config(network)),
+            ..Default::default()
         }
     }
 

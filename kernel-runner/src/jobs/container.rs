@@ -24,7 +24,7 @@ use super::execute::{Execution, Executor, Program};
 use super::languages::BatchLanguage;
 use super::output::capture;
 use crate::backend::docker::RUNNER_LABEL;
-use crate::backend::sandbox::{Limits, KERNEL_HOME, KERNEL_USER};
+use crate::backend::sandbox::{Limits, KERNEL_HOME};
 
 /// The label that names the job a container runs.
 pub const JOB_LABEL: &str = "org.cellgate.job";
@@ -189,18 +189,9 @@ impl Executor for ContainerExecutor {
                 format!("HOME={KERNEL_HOME}"),
                 "LANG=C.UTF-8".to_owned(),
             ]),
-            user: Some(KERNEL_USER.to_owned()),
             working_dir: Some(KERNEL_HOME.to_owned()),
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            open_stdin: Some(true),
             stdin_once: Some(true),
-            tty: Some(false),
-            network_disabled: Some(self.network.is_none()),
-            labels: Some(labels),
-            host_config: Some(limits.host_config(self.network.as_deref())),
-            ..Default::default()
+            ..limits.attached_container(self.network.as_deref(), labels)
         };
         let name = format!("cellgate-job-{job}-{}", uuid::Uuid::new_v4().simple());
         let created = match self
