@@ -497,9 +497,17 @@ fn sse_event(status: &JobStatus) -> Bytes {
     Bytes::from(format!("event: {}\ndata: {json}\n\n", status.state.name()))
 }
 
+/// How soon a job's status is first re-read for an event stream, and the longest wait
+/// between two reads: the wait doubles from the first to the last while nothing changes,
+/// so a short job run by another runner is seen finished within milliseconds, and a long
+/// one costs a read a second.
+const EVENTS_FIRST_READ: Duration = Duration::from_millis(10);
+const EVENTS_LONGEST_WAIT: Duration = Duration::from_secs(1);
+
 /// Status changes of one job as server-sent events, from its current state to its final
 /// one. Changes made in this process arrive through the store's channel at once; changes
-/// made by runners in other processes are found by re-reading the status every second.
+/// made by runners in other processes are found by re-reading the status, soon after the
+/// last change and then less and less often.
 async fn events(
     id: &str,
     api: &JobsApi,
@@ -522,8 +530,8 @@ async fn events(
         if sender.send(sse_event(&last)).await.is_err() || last.state.is_final() {
             return;
         }
-        let mut every = tokio::time::interval(Duration::from_secs(1));
-        every.tick().await;
+        let mut wait = EVENTS_FIRST_READ;
+        let mut read_at = tokio::time::Instant::now() + wait;
         loop {
             let next = tokio::select! {
                 _ = closing.cancelled() => return,
@@ -534,7 +542,9 @@ async fn events(
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
-                _ = every.tick() => {
+                _ = tokio::time::sleep_until(read_at) => {
+                    wait = (wait * 2).min(EVENTS_LONGEST_WAIT);
+                    read_at = tokio::time::Instant::now() + wait;
                     let store = store.clone();
                     let job = id.clone();
                     match tokio::task::spawn_blocking(move || store.status(&job)).await {
@@ -553,6 +563,9 @@ async fn events(
                 return;
             }
             last = status;
+            // One change is often followed by the next (running, then finished).
+            wait = EVENTS_FIRST_READ;
+            read_at = tokio::time::Instant::now() + wait;
         }
     });
     Ok(Response::builder()
