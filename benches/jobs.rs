@@ -1,13 +1,15 @@
 //! `make bench`: the MD5 service against `md5sum` on the same 1 GiB file, throughput and
 //! peak memory side by side; then a small MD5 job from submit to result through the TLS
-//! gateway on local disk (p50), and jobs per second with two runners.
+//! gateway on local disk (p50), and jobs per second with two runner processes.
 
-#[path = "../tests/support/client.rs"]
-#[allow(dead_code)]
-mod client;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::cluster::{GatewayProcess, RunnerProcess};
+use support::Client;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,24 @@ fn peak_rss_kib(status: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// How many times each side hashes the file; the best time of each counts, so a moment of
+/// contention on a shared machine does not decide the comparison.
+const ROUNDS: usize = 3;
+
+/// `cargo bench --bench jobs` runs both parts; `-- md5` or `-- jobs` runs one.
 fn main() -> anyhow::Result<()> {
+    let only = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
+    let wanted = |part: &str| only.as_deref().map_or(true, |only| only == part);
+    if wanted("md5") {
+        md5_against_md5sum()?;
+    }
+    if wanted("jobs") {
+        tokio::runtime::Runtime::new()?.block_on(jobs_through_the_gateway())?;
+    }
+    Ok(())
+}
+
+fn md5_against_md5sum() -> anyhow::Result<()> {
     let path = std::env::temp_dir().join(format!("cellgate-bench-{}", std::process::id()));
     write_file(&path)?;
     // Warm the page cache once so both sides read from memory.
@@ -33,82 +52,64 @@ fn main() -> anyhow::Result<()> {
         .stdout(std::process::Stdio::null())
         .status();
 
-    let start = Instant::now();
-    let output = std::process::Command::new("md5sum").arg(&path).output()?;
-    let md5sum_time = start.elapsed();
-    let expected = String::from_utf8(output.stdout)?;
-    let expected = expected.split_whitespace().next().unwrap_or("").to_owned();
-
     let rss_before = peak_rss_kib(&std::fs::read_to_string("/proc/self/status")?);
-    let start = Instant::now();
-    let stop = AtomicBool::new(false);
-    let digest = md5_file(&path, &stop, Instant::now() + Duration::from_secs(3600))?;
-    let ours = start.elapsed();
+    let (mut md5sum_best, mut ours_best) = (Duration::MAX, Duration::MAX);
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let output = std::process::Command::new("md5sum").arg(&path).output()?;
+        md5sum_best = md5sum_best.min(start.elapsed());
+        let expected = String::from_utf8(output.stdout)?;
+        let expected = expected.split_whitespace().next().unwrap_or("").to_owned();
+
+        let start = Instant::now();
+        let stop = AtomicBool::new(false);
+        let digest = md5_file(&path, &stop, Instant::now() + Duration::from_secs(3600))?;
+        ours_best = ours_best.min(start.elapsed());
+        anyhow::ensure!(
+            digest == expected,
+            "digest {digest} differs from md5sum's {expected}"
+        );
+    }
     let rss_after = peak_rss_kib(&std::fs::read_to_string("/proc/self/status")?);
     std::fs::remove_file(&path)?;
-    anyhow::ensure!(
-        digest == expected,
-        "digest {digest} differs from md5sum's {expected}"
-    );
 
     let rate = |time: Duration| SIZE as f64 / time.as_secs_f64() / 1e6;
     println!(
-        "MD5 of 1 GiB: md5sum {:.0} MB/s, cellgate {:.0} MB/s ({:.0} % of md5sum; target >= 95 %)",
-        rate(md5sum_time),
-        rate(ours),
-        100.0 * md5sum_time.as_secs_f64() / ours.as_secs_f64()
+        "MD5 of 1 GiB, best of {ROUNDS}: md5sum {:.0} MB/s, cellgate {:.0} MB/s ({:.0} % of md5sum; target >= 95 %)",
+        rate(md5sum_best),
+        rate(ours_best),
+        100.0 * md5sum_best.as_secs_f64() / ours_best.as_secs_f64()
     );
     println!("peak RSS of the bench process: {rss_before} KiB before hashing, {rss_after} KiB after (flat means streaming)");
-    tokio::runtime::Runtime::new()?.block_on(async {
-        through_the_gateway(&std::env::temp_dir(), "local disk").await?;
-        // The same on GlusterFS when a test volume is mounted (gluster/test-volume.sh up).
-        match std::env::var("CELLGATE_GLUSTER_MOUNTS") {
-            Ok(mounts) => {
-                let mount = mounts.split(',').next().unwrap_or_default();
-                through_the_gateway(Path::new(mount), "GlusterFS replica 2").await
-            }
-            Err(_) => {
-                println!("GlusterFS: not measured (set CELLGATE_GLUSTER_MOUNTS, see gluster/test-volume.sh)");
-                Ok(())
-            }
-        }
-    })
+    Ok(())
 }
 
-/// Starts `cellgate serve --runners 2` on a fresh directory and returns it with its
-/// address and token.
-async fn serve(dir: &Path) -> anyhow::Result<(tokio::process::Child, String, String)> {
-    use tokio::io::AsyncBufReadExt;
-    let token = "bench-token";
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cellgate"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--runners",
-            "2",
-            "--token",
-            token,
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
-    while let Some(line) = lines.next_line().await? {
-        if let Some(url) = line.strip_prefix("cellgate ready: https://") {
-            let address = url.split('/').next().unwrap_or_default().to_owned();
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return Ok((child, address, token.to_owned()));
-        }
-    }
-    anyhow::bail!("cellgate serve exited before it was ready")
+async fn jobs_through_the_gateway() -> anyhow::Result<()> {
+    let name = format!("cellgate-bench-jobs-{}", std::process::id());
+    let local = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&local)?;
+    through_the_gateway(std::slice::from_ref(&local), "local disk").await?;
+    let _ = std::fs::remove_dir_all(&local);
+    // The same on GlusterFS when a test volume is mounted (gluster/test-volume.sh up), each
+    // runner on its own mount as two nodes would be.
+    let Ok(mounts) = std::env::var("CELLGATE_GLUSTER_MOUNTS") else {
+        println!(
+            "GlusterFS: not measured (set CELLGATE_GLUSTER_MOUNTS, see gluster/test-volume.sh)"
+        );
+        return Ok(());
+    };
+    let volumes: Vec<PathBuf> = mounts
+        .split(',')
+        .map(|mount| Path::new(mount).join(&name))
+        .collect();
+    std::fs::create_dir_all(&volumes[0])?;
+    through_the_gateway(&volumes, "GlusterFS replica 2").await?;
+    let _ = std::fs::remove_dir_all(&volumes[0]);
+    Ok(())
 }
 
 /// Submits a small MD5 job and waits for its result; returns the digest.
-async fn small_job(client: &client::Client, index: usize) -> anyhow::Result<String> {
+async fn small_job(client: &Client, index: usize) -> anyhow::Result<String> {
     let job =
         serde_json::json!({"kind": "md5", "files": {"small.txt": format!("small job {index}")}});
     let created = client.post("/api/jobs", job).await;
@@ -130,12 +131,19 @@ async fn small_job(client: &client::Client, index: usize) -> anyhow::Result<Stri
     Ok(status["result"].as_str().unwrap_or_default().to_owned())
 }
 
-/// Small-job latency and throughput through the gateway, with the volume under `base`.
-async fn through_the_gateway(base: &Path, volume: &str) -> anyhow::Result<()> {
-    let dir = base.join(format!("cellgate-bench-jobs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (server, address, token) = serve(&dir).await?;
-    let client = client::Client::new(&address, Some(&token));
+/// Small-job latency and throughput through the gateway, laid out as on a swarm: two
+/// `cellgate runner` processes, runner `i` on `volumes[i % volumes.len()]` (the same
+/// directory through each node's mount), and a `cellgate gateway` over them.
+async fn through_the_gateway(volumes: &[PathBuf], label: &str) -> anyhow::Result<()> {
+    let mut runners = Vec::new();
+    for (index, volume) in volumes.iter().cycle().take(2).enumerate() {
+        let volume = volume.to_str().unwrap_or_default();
+        let node = format!("bench-node{index}");
+        runners.push(RunnerProcess::start(&["--jobs-volume", volume, "--runner-id", &node]).await);
+    }
+    let urls: Vec<&str> = runners.iter().map(|runner| runner.url.as_str()).collect();
+    let gateway = GatewayProcess::start(&urls, &[]).await;
+    let client = gateway.client();
     for index in 0..10 {
         small_job(&client, index).await?;
     }
@@ -148,7 +156,7 @@ async fn through_the_gateway(base: &Path, volume: &str) -> anyhow::Result<()> {
     times.sort();
     let ms = |time: Duration| time.as_secs_f64() * 1e3;
     println!(
-        "small MD5 job, submit to result through the TLS gateway, {volume}, 2 runners: p50 {:.1} ms, p90 {:.1} ms (target p50 <= 20 ms on local disk; anchor: a cron job once a minute)",
+        "small MD5 job, submit to result through the TLS gateway, {label}, 2 runner processes: p50 {:.1} ms, p90 {:.1} ms (target p50 <= 20 ms on local disk; anchor: a cron job once a minute)",
         ms(times[times.len() / 2]),
         ms(times[times.len() * 9 / 10])
     );
@@ -173,11 +181,9 @@ async fn through_the_gateway(base: &Path, volume: &str) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed();
     println!(
-        "throughput with two runners, {volume}: {jobs} small MD5 jobs, {in_flight} in flight, {:.0} jobs/s",
+        "throughput with two runners, {label}: {jobs} small MD5 jobs, {in_flight} in flight, {:.0} jobs/s",
         jobs as f64 / elapsed.as_secs_f64()
     );
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
