@@ -83,6 +83,10 @@ pub struct RunnerArgs {
     /// Seconds without a heartbeat after which a node's jobs go to other runners.
     #[arg(long, env = "CELLGATE_NODE_STALE_SECONDS", default_value_t = 15.0)]
     pub node_stale_seconds: f64,
+    /// Shut down kernels that have been idle with no client connected for this many seconds,
+    /// and forget dead ones as long; 0 keeps them until they are deleted.
+    #[arg(long, env = "CELLGATE_CULL_IDLE_SECONDS", default_value_t = 0)]
+    pub cull_idle_seconds: u64,
     /// The largest batch job upload, all files together, in MiB.
     #[arg(
         long,
@@ -103,6 +107,8 @@ pub struct RunnerConfig {
     pub output_cap: usize,
     pub max_kernels: usize,
     pub kernel_env_allow: Vec<String>,
+    /// How long a kernel may stay idle and unconnected (or dead) before it is removed.
+    pub cull_idle: Option<Duration>,
     pub grace: Duration,
     pub max_connections: usize,
     pub max_message_size: usize,
@@ -131,6 +137,7 @@ impl RunnerConfig {
             output_cap: 1024 * 1024,
             max_kernels: 1000,
             kernel_env_allow: Vec::new(),
+            cull_idle: None,
             grace: Duration::from_secs(30),
             max_connections: 20_000,
             max_message_size: 64 * 1024 * 1024,
@@ -224,6 +231,8 @@ impl RunnerConfig {
         config.max_kernels = args.max_kernels;
         config.kernel_env_allow = args.kernel_env_allow.clone();
         config.grace = Duration::from_secs(args.grace_seconds);
+        config.cull_idle =
+            (args.cull_idle_seconds > 0).then(|| Duration::from_secs(args.cull_idle_seconds));
         config.pool_size = args.pool_size.unwrap_or(match args.backend {
             BackendKind::Docker => 1,
             BackendKind::Process => 0,

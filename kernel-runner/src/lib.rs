@@ -90,9 +90,11 @@ pub async fn run(
     settings.max_kernels = config.max_kernels;
     settings.env_allow = config.kernel_env_allow.clone();
     settings.pool_size = config.pool_size;
+    settings.cull_idle = config.cull_idle;
     let manager = Arc::new(KernelManager::new(backend, languages, settings));
     let stop_pool = CancellationToken::new();
     manager.start_pool(stop_pool.clone());
+    manager.start_culling(stop_pool.clone());
     let stop_jobs = CancellationToken::new();
     let (jobs, worker) = match start_jobs(&config, stop_jobs.clone()).await? {
         Some((api, worker)) => (Some(api), Some(worker)),

@@ -197,6 +197,9 @@ async fn session(
         }
     };
     kernel.connections.detach(connection);
+    // A client leaving counts as activity: an idle kernel is culled only once it has been
+    // without clients for the whole idle time, so a page reload finds it still there.
+    kernel.touch();
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,

@@ -62,6 +62,8 @@ pub struct KernelSettings {
     pub env_allow: Vec<String>,
     /// Drivers kept started and waiting, per language; 0 turns the warm pool off.
     pub pool_size: usize,
+    /// Kernels idle with no connection, and dead kernels, are removed after this long.
+    pub cull_idle: Option<Duration>,
 }
 
 impl KernelSettings {
@@ -74,6 +76,7 @@ impl KernelSettings {
             max_kernels: 1000,
             env_allow: Vec::new(),
             pool_size: 0,
+            cull_idle: None,
         }
     }
 }
@@ -289,6 +292,51 @@ impl KernelManager {
             self.settings.ready_timeout,
             stop,
         ));
+    }
+
+    /// Removes, until `stop`, the kernels nobody uses: idle (never busy or starting) with no
+    /// client connected, or dead, since `cull_idle` or longer. A shared cluster's memory is
+    /// not held by notebooks whose tabs were closed hours ago.
+    pub fn start_culling(self: &Arc<Self>, stop: CancellationToken) {
+        let Some(idle) = self.settings.cull_idle else {
+            return;
+        };
+        let every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+        let manager = Arc::downgrade(self);
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                manager.cull(idle).await;
+            }
+        });
+    }
+
+    async fn cull(&self, idle: Duration) {
+        let now = Utc::now();
+        let unused: Vec<(String, &'static str)> = self
+            .kernels
+            .iter()
+            .filter_map(|entry| {
+                let kernel = entry.value();
+                let (state, quiet) = kernel.activity(now);
+                let unused = match state {
+                    "dead" => true,
+                    "idle" => kernel.connections.count() == 0,
+                    _ => false,
+                };
+                (unused && quiet >= idle).then(|| (kernel.id.clone(), state))
+            })
+            .collect();
+        for (id, state) in unused {
+            tracing::info!(kernel = %id, state, idle_seconds = idle.as_secs(), "culling an unused kernel");
+            let _ = self.delete(&id).await;
+        }
     }
 
     fn reserve(&self, id: &str) -> Result<Reservation<'_>, RunnerError> {

@@ -75,6 +75,13 @@ impl Kernel {
         }
     }
 
+    /// The execution state, and how long ago the kernel was last active.
+    pub fn activity(&self, now: DateTime<Utc>) -> (&'static str, std::time::Duration) {
+        let state = self.lock_state();
+        let quiet = (now - state.last_activity).to_std().unwrap_or_default();
+        (state.execution_state, quiet)
+    }
+
     pub fn is_dead(&self) -> bool {
         self.lock_state().execution_state == "dead"
     }
