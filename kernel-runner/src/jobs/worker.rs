@@ -284,7 +284,13 @@ impl Worker {
             status.ran_on = Some(node);
             status.started_at = Some(Utc::now());
             let outputs = store.outputs_dir(&job, attempt)?;
-            std::fs::create_dir_all(&outputs).map_err(JobError::volume(&outputs))?;
+            // Jobs are staged with their `outputs` directory, so one mkdir is enough; jobs
+            // staged before that was so get the whole path.
+            if let Err(error) = std::fs::create_dir(&outputs) {
+                if error.kind() != std::io::ErrorKind::AlreadyExists {
+                    std::fs::create_dir_all(&outputs).map_err(JobError::volume(&outputs))?;
+                }
+            }
             store.publish(&status)?;
             Ok::<_, JobError>(Some((spec, status, cancel_requested)))
         })
