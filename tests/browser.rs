@@ -202,8 +202,31 @@ async fn the_notebook_runs_cells_in_a_browser() {
     assert_eq!(cells[4]["outputs"][0]["output_type"], "display_data");
     assert!(cells[4]["outputs"][0]["data"]["image/png"].is_string());
 
-    // A kernel that dies is reported; the next cell runs in a new one.
+    // A reload while a cell runs: what the cell printed meanwhile still reaches it, and it
+    // ends with its execution count.
     let count = cells.len();
+    run(
+        &browser,
+        count,
+        "import time\nprint('before', flush=True)\ntime.sleep(3)\nprint('after')",
+    )
+    .await;
+    output_of(&browser, count, "before").await;
+    browser.goto(&format!("{base}/notebook")).await;
+    let output = output_of(&browser, count, "after").await;
+    assert_eq!(output.matches("before").count(), 1, "{output}");
+    let prompt = format!("#cells .cell:nth-child({count}) .prompt");
+    browser
+        .wait_for_text(&prompt, PATIENCE, |text| {
+            text.trim_start_matches('[')
+                .trim_end_matches("]:")
+                .parse::<u32>()
+                .is_ok()
+        })
+        .await;
+
+    // A kernel that dies is reported; the next cell runs in a new one.
+    let count = count + 1;
     run(&browser, count, "import os\nos._exit(3)").await;
     browser
         .wait_for_text("#kernel-state", PATIENCE, |text| text == "dead")

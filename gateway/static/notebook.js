@@ -1,7 +1,8 @@
 // The notebook editor (/notebook): code cells run in a kernel over the Jupyter websocket
 // protocol, like any other client of the gateway. State lives in the kernel between cells;
 // the cells and their outputs live in this browser (localStorage) and download as .ipynb. A
-// reloaded page finds its kernel again (sessionStorage) and keeps its state.
+// reloaded page finds its kernel again (sessionStorage) and keeps its state; a cell that was
+// running goes on receiving its output, which the runner kept for this page's session.
 //
 // Everything the kernel sends is written with textContent, except text/html outputs, which
 // the page's Content-Security-Policy keeps from running scripts.
@@ -9,6 +10,9 @@
 
 const NOTEBOOK_KEY = "cellgate.notebook";
 const KERNEL_KEY = "cellgate.notebook.kernel";
+// The executions in flight, {msg_id: cell id}, so that a reloaded page knows whose output the
+// runner replays.
+const RUNNING_KEY = "cellgate.notebook.running";
 const PROTOCOL_VERSION = "5.3";
 const ANSI = /\x1b\[[0-9;]*[A-Za-z]/g;
 
@@ -161,6 +165,11 @@ async function openKernel(name) {
     try {
       await connect();
       setState("idle");
+      if (Array.from(pending.values()).some((entry) => entry.resumed)) {
+        request(null, "kernel_info_request", {})
+          .then(settleResumed)
+          .catch((error) => say(`Cannot tell how the running cells ended: ${error.message}`, true));
+      }
       return;
     } catch (error) {
       // Shut down elsewhere, or gone with its runner: start another.
@@ -235,6 +244,7 @@ function handle(msg) {
       if (entry.idle) entry.finish();
       break;
     case "complete_reply":
+    case "kernel_info_reply":
       entry.finish(content);
       break;
     default:
@@ -246,19 +256,68 @@ function handle(msg) {
 // has come; a lost connection resolves it too.
 function request(cell, msgType, content) {
   return new Promise((resolve) => {
-    const entry = {
-      cell,
-      replied: false,
-      idle: false,
-      finish: (value) => {
-        pending.delete(msgId);
-        if (cell) cell.running = false;
-        resolve(value);
-      },
-    };
     const msgId = send("shell", msgType, content);
-    pending.set(msgId, entry);
+    await_reply(msgId, cell, msgType === "execute_request", resolve);
   });
+}
+
+// Waits for the reply to `msgId`; an execution's is remembered until then, across reloads.
+function await_reply(msgId, cell, execution, resolve) {
+  const entry = {
+    msgId,
+    cell,
+    replied: false,
+    idle: false,
+    finish: (value) => {
+      pending.delete(msgId);
+      if (execution) setRunning(msgId, null);
+      if (cell) cell.running = false;
+      resolve(value);
+    },
+  };
+  pending.set(msgId, entry);
+  if (execution) setRunning(msgId, cell.id);
+}
+
+function runningExecutions() {
+  try {
+    return JSON.parse(sessionStorage.getItem(RUNNING_KEY) || "{}") || {};
+  } catch (_) {
+    return {};
+  }
+}
+
+function setRunning(msgId, cellId) {
+  const running = runningExecutions();
+  if (cellId) running[msgId] = cellId;
+  else delete running[msgId];
+  sessionStorage.setItem(RUNNING_KEY, JSON.stringify(running));
+}
+
+// After a reload: the cells whose executions were in flight wait for the rest of their
+// output again, which the runner replays to this session once the websocket is back. What
+// the kernel finished while nobody listened is settled once the replay is through.
+function resumeExecutions() {
+  const running = runningExecutions();
+  sessionStorage.removeItem(RUNNING_KEY);
+  for (const [msgId, cellId] of Object.entries(running)) {
+    const cell = cells.find((each) => each.id === cellId);
+    if (!cell || cell.cellType !== "code") continue;
+    cell.running = true;
+    cell.setCount(null, true);
+    await_reply(msgId, cell, true, () => cell.setCount(cell.count, false));
+    pending.get(msgId).resumed = true;
+  }
+}
+
+// Asked once the replay is through (the reply to a request sent after reconnecting comes
+// after it): an execution still waiting then whose kernel is idle ended unseen.
+async function settleResumed() {
+  const resumed = Array.from(pending.values()).filter((entry) => entry.resumed);
+  if (resumed.length === 0 || !kernel) return;
+  const model = await api("GET", `/api/kernels/${encodeURIComponent(kernel.id)}`);
+  if (model.execution_state !== "idle") return;
+  for (const entry of resumed) if (!entry.replied && pending.has(entry.msgId)) entry.finish();
 }
 
 // ---- cells ----
@@ -435,8 +494,10 @@ function renderMarkdown(source) {
 }
 
 class Cell {
-  constructor(cellType, source, outputs, count) {
+  constructor(cellType, source, outputs, count, id) {
     this.cellType = cellType;
+    // nbformat 4.5 cell ids: kept from the file, made up for new cells.
+    this.id = typeof id === "string" && /^[A-Za-z0-9_-]{1,64}$/.test(id) ? id : crypto.randomUUID().slice(0, 8);
     this.outputs = [];
     this.count = count;
     this.running = false;
@@ -599,7 +660,7 @@ class Cell {
   }
 
   toJson() {
-    const cell = { cell_type: this.cellType, id: crypto.randomUUID().slice(0, 8), metadata: {}, source: this.source() };
+    const cell = { cell_type: this.cellType, id: this.id, metadata: {}, source: this.source() };
     if (this.cellType === "code") {
       cell.outputs = this.outputs;
       cell.execution_count = this.count ?? null;
@@ -725,7 +786,7 @@ function load(notebook) {
   for (const cell of notebook.cells) {
     if (!cell || (cell.cell_type !== "code" && cell.cell_type !== "markdown")) continue;
     const outputs = Array.isArray(cell.outputs) ? cell.outputs.filter((output) => output && output.output_type) : [];
-    loaded.push(new Cell(cell.cell_type, joined(cell.source), outputs, cell.execution_count ?? null));
+    loaded.push(new Cell(cell.cell_type, joined(cell.source), outputs, cell.execution_count ?? null, cell.id));
   }
   if (loaded.length === 0) loaded.push(new Cell("code", "", [], null));
   cells = loaded;
@@ -841,9 +902,12 @@ if (wanted && Array.from(kernelSelect.options).some((option) => option.value ===
 // A kernel starts with the first run; one this tab had before a reload is found again now.
 const saved = JSON.parse(sessionStorage.getItem(KERNEL_KEY) || "null");
 if (saved && saved.name === kernelSelect.value) {
+  resumeExecutions();
   ensureKernel().catch((error) => {
     setState("no kernel");
     say(`No kernel: ${error.message}`, true);
   });
+} else {
+  sessionStorage.removeItem(RUNNING_KEY);
 }
 cells[0].editor.focus();
