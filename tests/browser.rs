@@ -265,6 +265,34 @@ async fn the_notebook_runs_cells_in_a_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_open_in_two_tabs_says_so() {
+    let Some((_server, browser, base)) = open("/notebook").await else {
+        return;
+    };
+    browser
+        .execute(
+            "window.open(arguments[0]);",
+            serde_json::json!([format!("{base}/notebook")]),
+        )
+        .await;
+    let tabs = browser.tabs().await;
+    assert_eq!(tabs.len(), 2, "{tabs:?}");
+    browser.switch_to(&tabs[1]).await;
+    browser
+        .type_into(
+            "#cells .cell:nth-child(1) textarea",
+            "edited in the second tab",
+        )
+        .await;
+    browser.switch_to(&tabs[0]).await;
+    browser
+        .wait_for_text("#notebook-message", PATIENCE, |text| {
+            text.contains("open in another tab")
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_job_manager_page_works_in_a_browser() {
     let Some((server, browser, _)) = open("/jobs").await else {
         return;

@@ -778,6 +778,15 @@ window.addEventListener("pagehide", () => {
   if (saveTimer !== null) saveNow();
 });
 
+// The browser keeps one notebook: another tab saving it is said once, before two tabs
+// overwrite each other's work unnoticed.
+let warnedOfOtherTab = false;
+window.addEventListener("storage", (event) => {
+  if (event.key !== NOTEBOOK_KEY || warnedOfOtherTab) return;
+  warnedOfOtherTab = true;
+  say("This notebook is open in another tab too: the tab that saves last keeps its version. Save it as .ipynb to keep both.", true);
+});
+
 // Replaces the notebook with `notebook` (nbformat 4), or throws leaving the current one as
 // it was when `notebook` is not one.
 function load(notebook) {

@@ -196,6 +196,23 @@ impl Browser {
         }
     }
 
+    /// The handles of the browser's tabs, the first one opened first.
+    pub async fn tabs(&self) -> Vec<String> {
+        let handles = self.command("GET", "/window/handles", None).await;
+        handles
+            .as_array()
+            .expect("a list of handles")
+            .iter()
+            .map(|handle| handle.as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Makes the tab `handle` the one further commands act on.
+    pub async fn switch_to(&self, handle: &str) {
+        self.command("POST", "/window", Some(json!({ "handle": handle })))
+            .await;
+    }
+
     /// A PNG of the page as it is now.
     pub async fn screenshot(&self) -> Vec<u8> {
         use base64::Engine;
