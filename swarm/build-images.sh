@@ -34,7 +34,7 @@ done
 
 rm -rf "${stage:?}/nginx"
 mkdir -p "$stage/nginx"
-cp "$root/nginx/cellgate.conf" "$stage/nginx/"
+cp "$root/nginx/cellgate.conf" "$root/nginx/follow-upstreams.sh" "$stage/nginx/"
 build nginx "$stage/nginx"
 
 build registry "$root/images/registry"

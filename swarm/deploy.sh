@@ -127,6 +127,10 @@ managers=$(docker node ls --filter role=manager -q | wc -l)
 if [ "$workers" -eq 0 ] && [ "$managers" -eq 1 ]; then
     export PUBLISH_MODE=${PUBLISH_MODE:-host} GATEWAYS=${GATEWAYS:-1}
 fi
+# A host-mode port is held by the running task: a replacement can only start after it stops.
+if [ "${PUBLISH_MODE:-ingress}" = host ]; then
+    export GATEWAY_UPDATE_ORDER=${GATEWAY_UPDATE_ORDER:-stop-first}
+fi
 export RUNNERS=${RUNNERS:-$(( workers > 0 ? workers : 1 ))}
 export RUNNERS_PER_NODE=${RUNNERS_PER_NODE:-$(( workers > 0 ? 1 : 8 ))}
 if ! mountpoint -q "$VOLUME" 2>/dev/null; then

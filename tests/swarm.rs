@@ -3,7 +3,8 @@
 //! `CELLGATE_GLUSTER_MOUNTS` names one, else a local directory), a Python cell in a container
 //! through the TLS gateway, an uploaded MD5 job, `make scale RUNNERS=3` spreading kernels, a
 //! runner container killed while it runs jobs (Swarm replaces it, the jobs finish elsewhere),
-//! `make status`, the nginx edge, and `make down`.
+//! `make status`, the nginx edge, the gateway task replaced (the edge follows its new
+//! address), and `make down`.
 //!
 //! It turns a host into a swarm manager and takes minutes, so it runs only with
 //! `CELLGATE_SWARM_TESTS=1` (CI sets it); otherwise it says loudly that it is skipped.
@@ -59,6 +60,38 @@ fn docker(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("docker runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The running containers of a service of the stack.
+fn service_containers(service: &str) -> HashSet<String> {
+    docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={service}"),
+    ])
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// The HTTP status of `GET /api/kernels` on a local port ("000" when nothing answers).
+fn answer_code(port: &str, token: &str) -> String {
+    let output = Command::new("curl")
+        .args([
+            "-ks",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["-H", &format!("Authorization: token {token}")])
+        .arg(format!("https://127.0.0.1:{port}/api/kernels"))
+        .output()
+        .expect("curl runs");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -244,6 +277,47 @@ async fn make_deploys_a_working_swarm_stack() {
     let listed = edge.get("/api/kernels").await;
     assert_eq!(listed.status, StatusCode::OK);
     assert!(listed.json().to_string().contains(&kernels[1]));
+
+    // The gateway task replaced, as an update replaces it: the new one has another address,
+    // and the edge, which resolved tasks.gateway when it started, follows it.
+    let before = service_containers("cellgate_gateway");
+    let edge_container = service_containers("cellgate_nginx");
+    docker(&[
+        "service",
+        "update",
+        "--force",
+        "--detach",
+        "cellgate_gateway",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let now = service_containers("cellgate_gateway");
+        if !now.is_empty() && now.is_disjoint(&before) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway task was not replaced"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    for port in [PORT, NGINX_PORT] {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while answer_code(port, token) != "200" {
+            assert!(
+                Instant::now() < deadline,
+                "port {port} does not reach the replaced gateway"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    // Followed by a reload, not healed by Swarm restarting an edge whose health check failed
+    // (which would have dropped every connection through it).
+    assert_eq!(
+        service_containers("cellgate_nginx"),
+        edge_container,
+        "the edge was restarted instead of following the gateway"
+    );
 
     make(&["down"], &env);
     let _ = std::fs::remove_dir_all(&volume_dir);
