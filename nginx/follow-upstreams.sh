@@ -13,19 +13,25 @@ addresses() {
     getent ahostsv4 "$name" 2>/dev/null | awk '{ print $1 }' | sort -u | tr '\n' ' '
 }
 
+# As PID 1 the shell gets no signal it does not trap: stopping while it waits ends it at once.
+trap 'exit 143' TERM INT
 current=$(addresses)
 while [ -z "$current" ]; do
     echo "follow-upstreams: waiting for $name to resolve" >&2
-    sleep 2
+    sleep 2 &
+    wait $!
     current=$(addresses)
 done
 echo "follow-upstreams: $name is $current" >&2
 
 nginx -g 'daemon off;' &
 nginx_pid=$!
-# Docker's stop signal reaches nginx as it would without this script.
-trap 'kill -TERM "$nginx_pid" 2>/dev/null' TERM INT
-trap 'kill -QUIT "$nginx_pid" 2>/dev/null' QUIT
+# Signals reach nginx as they would without this script: TERM and INT stop it, QUIT stops it
+# gracefully, HUP reloads its configuration.
+for signal in TERM INT QUIT HUP; do
+    # shellcheck disable=SC2064
+    trap "kill -$signal \"\$nginx_pid\" 2>/dev/null" "$signal"
+done
 
 while kill -0 "$nginx_pid" 2>/dev/null; do
     sleep "$interval" &

@@ -177,6 +177,8 @@ async function openKernel(name) {
       dropKernel(false, "no kernel");
     }
   }
+  // Cells that were running in a kernel that is gone have ended.
+  settleResumed();
   setState("starting");
   const model = await api("POST", "/api/kernels", { name });
   kernel = { id: model.id, name, session: crypto.randomUUID() };
@@ -197,7 +199,8 @@ function handle(msg) {
     setState(msg.content.execution_state);
     if (entry && msg.content.execution_state === "idle") {
       entry.idle = true;
-      if (entry.replied) entry.finish();
+      // A resumed execution's reply went to the connection that asked; its idle is the end.
+      if (entry.replied || entry.resumed) entry.finish();
     }
     return;
   }
@@ -310,14 +313,11 @@ function resumeExecutions() {
   }
 }
 
-// Asked once the replay is through (the reply to a request sent after reconnecting comes
-// after it): an execution still waiting then whose kernel is idle ended unseen.
-async function settleResumed() {
-  const resumed = Array.from(pending.values()).filter((entry) => entry.resumed);
-  if (resumed.length === 0 || !kernel) return;
-  const model = await api("GET", `/api/kernels/${encodeURIComponent(kernel.id)}`);
-  if (model.execution_state !== "idle") return;
-  for (const entry of resumed) if (!entry.replied && pending.has(entry.msgId)) entry.finish();
+// Called with the reply to a request sent after reconnecting: the kernel answers its shell
+// requests in order, so every execution sent before it has ended, and one still waiting
+// ended while nobody listened.
+function settleResumed() {
+  for (const entry of Array.from(pending.values())) if (entry.resumed) entry.finish();
 }
 
 // ---- cells ----

@@ -74,7 +74,7 @@ impl Backend for ProcessBackend {
 /// the program: a runtime worker thread, which lives as long as the runner.)
 pub fn local_program<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> Command {
     static SETPRIV: OnceLock<bool> = OnceLock::new();
-    let mut command = if *SETPRIV.get_or_init(|| on_path("setpriv")) {
+    let mut command = if *SETPRIV.get_or_init(setpriv_sets_death_signals) {
         let mut command = Command::new("setpriv");
         command.args(["--pdeathsig", "KILL", "--"]).args(argv);
         command
@@ -85,6 +85,18 @@ pub fn local_program<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> Command {
     };
     command.process_group(0).kill_on_drop(true);
     command
+}
+
+/// Whether `setpriv` is installed and knows `--pdeathsig` (util-linux 2.33 and later).
+fn setpriv_sets_death_signals() -> bool {
+    on_path("setpriv")
+        && std::process::Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
 }
 
 /// Waits for the child and publishes how it ended; also kills whatever the driver left

@@ -318,24 +318,28 @@ impl KernelManager {
     }
 
     async fn cull(&self, idle: Duration) {
-        let now = Utc::now();
-        let unused: Vec<(String, &'static str)> = self
+        let unused = |kernel: &Kernel| {
+            let (state, quiet) = kernel.activity(Utc::now());
+            let unused = match state {
+                "dead" => true,
+                "idle" => kernel.connections.count() == 0,
+                _ => false,
+            };
+            unused && quiet >= idle
+        };
+        let candidates: Vec<String> = self
             .kernels
             .iter()
-            .filter_map(|entry| {
-                let kernel = entry.value();
-                let (state, quiet) = kernel.activity(now);
-                let unused = match state {
-                    "dead" => true,
-                    "idle" => kernel.connections.count() == 0,
-                    _ => false,
-                };
-                (unused && quiet >= idle).then(|| (kernel.id.clone(), state))
-            })
+            .filter(|entry| unused(entry.value()))
+            .map(|entry| entry.key().clone())
             .collect();
-        for (id, state) in unused {
-            tracing::info!(kernel = %id, state, idle_seconds = idle.as_secs(), "culling an unused kernel");
-            let _ = self.delete(&id).await;
+        for id in candidates {
+            // Checked again as it is taken: earlier removals may have taken long enough for a
+            // client to come back to this one.
+            if let Some((_, kernel)) = self.kernels.remove_if(&id, |_, kernel| unused(kernel)) {
+                tracing::info!(kernel = %id, idle_seconds = idle.as_secs(), "culling an unused kernel");
+                self.retire(kernel).await;
+            }
         }
     }
 
@@ -410,15 +414,20 @@ impl KernelManager {
             .kernels
             .remove(id)
             .ok_or_else(|| RunnerError::KernelNotFound(id.to_owned()))?;
+        self.retire(kernel).await;
+        Ok(())
+    }
+
+    /// Shuts down a kernel already taken out of the map, and removes its directory.
+    async fn retire(&self, kernel: Arc<Kernel>) {
         kernel.shutdown().await;
         match tokio::fs::remove_dir_all(&kernel.workdir).await {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(kernel = %id, %error, "could not remove the kernel's directory");
+                tracing::warn!(kernel = %kernel.id, %error, "could not remove the kernel's directory");
             }
             _ => {}
         }
-        tracing::info!(kernel = %id, "kernel deleted");
-        Ok(())
+        tracing::info!(kernel = %kernel.id, "kernel deleted");
     }
 
     pub fn status(&self, runner_id: &str) -> RunnerStatus {

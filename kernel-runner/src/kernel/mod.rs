@@ -188,6 +188,8 @@ impl Kernel {
         let mut state = self.lock_state();
         state.execution_state = "dead";
         state.reason = Some(reason);
+        // Dying is the kernel's last activity: a dead kernel is culled the idle time after.
+        state.last_activity = Utc::now();
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, KernelState> {
