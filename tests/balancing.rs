@@ -7,36 +7,12 @@
 mod support;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::cluster::{GatewayProcess, RunnerProcess};
-use support::{Client, KernelSocket};
+use support::{eventually, Client, KernelSocket, PATIENCE};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-/// How long the cluster may take to notice something on its own (a health round, a drain).
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Polls `check` until it gives a value, failing the test after [`PATIENCE`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn runners(count: usize, extra: &[&str]) -> Vec<RunnerProcess> {
     futures_util::future::join_all((0..count).map(|_| RunnerProcess::start(extra))).await
@@ -69,16 +45,6 @@ async fn kernel(client: &Client, kernel: &str) -> Value {
 }
 
 /// The ids of the kernels the gateway lists.
-async fn listed_kernels(client: &Client) -> Vec<String> {
-    let listed = client.get("/api/kernels").await.json();
-    listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|model| model["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn executes(gateway: &GatewayProcess, kernel: &str) {
     let mut socket = KernelSocket::connect(&gateway.address, &gateway.token, kernel).await;
     let run = socket.execute("1+1").await;
@@ -178,18 +144,7 @@ async fn a_killed_runners_kernels_are_dead_while_the_others_keep_executing() {
         reason.contains(&victim_url) && reason.contains("gone"),
         "{reason}"
     );
-    let listed = client.get("/api/kernels").await.json();
-    let states: HashMap<String, String> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|model| {
-            (
-                model["id"].as_str().unwrap().to_owned(),
-                model["execution_state"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let states = client.kernel_states().await;
     assert_eq!(states[dead], "dead");
     for (socket, kernel) in sockets.iter_mut().zip(&by_runner).skip(1) {
         assert_ne!(states[kernel], "dead");
@@ -225,8 +180,8 @@ async fn two_gateways_route_each_others_kernels() {
         .await;
     assert_eq!(interrupted.status, 204);
     for gateway in [&first, &second] {
-        let ids = listed_kernels(&gateway.client()).await;
-        assert!(ids.contains(&from_first) && ids.contains(&from_second));
+        let ids = gateway.client().kernel_states().await;
+        assert!(ids.contains_key(&from_first) && ids.contains_key(&from_second));
     }
 }
 
@@ -241,9 +196,9 @@ async fn a_restarted_gateway_finds_every_existing_kernel() {
     assert!(before.stop().await.success());
 
     let after = GatewayProcess::start(&urls(&runners), &[]).await;
-    let ids = listed_kernels(&after.client()).await;
+    let ids = after.client().kernel_states().await;
     for kernel in &kernels {
-        assert!(ids.contains(kernel), "{kernel} missing from {ids:?}");
+        assert!(ids.contains_key(kernel), "{kernel} missing from {ids:?}");
         executes(&after, kernel).await;
     }
 }

@@ -7,12 +7,11 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use support::cluster::{GatewayProcess, RunnerProcess};
 use support::jobs::{submit_command, JobCluster};
-use support::{Client, KernelSocket};
+use support::{eventually, Client, KernelSocket};
 
 /// Whether a process is still there (a zombie waiting for its reaper counts as gone).
 fn alive(pid: u32) -> bool {
@@ -23,18 +22,6 @@ fn alive(pid: u32) -> bool {
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
-}
-
-async fn wait_for_pid_file(path: &Path) -> u32 {
-    for _ in 0..600 {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Ok(pid) = text.trim().parse() {
-                return pid;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the job never wrote {}", path.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +51,10 @@ async fn a_killed_runners_kernels_and_job_programs_die_with_it() {
     let pid_file = cluster.scratch.join("job.pid");
     let command = format!("echo $$ > '{}'; exec sleep 3000", pid_file.display());
     submit_command(&client, &command, 0).await;
-    let job_pid = wait_for_pid_file(&pid_file).await;
+    let job_pid: u32 = eventually("the job writes its pid", || async {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    })
+    .await;
     assert!(alive(kernel_pid) && alive(job_pid));
 
     cluster.runners[0].kill().await;
@@ -79,36 +69,17 @@ async fn a_killed_runners_kernels_and_job_programs_die_with_it() {
     let _ = std::fs::remove_dir_all(&volume);
 }
 
-/// The kernels the gateway lists, by id, with their execution state.
-async fn listed(client: &Client) -> HashMap<String, String> {
-    let list = client.get("/api/kernels").await.json();
-    list.as_array()
-        .expect("a list of kernels")
-        .iter()
-        .map(|model| {
-            let field = |name: &str| model[name].as_str().unwrap_or_default().to_owned();
-            (field("id"), field("execution_state"))
-        })
-        .collect()
-}
-
 /// Waits until the listed kernels satisfy `check`, and returns them.
 async fn wait_until(
     client: &Client,
     what: &str,
     check: impl Fn(&HashMap<String, String>) -> bool,
 ) -> HashMap<String, String> {
-    for _ in 0..600 {
-        let kernels = listed(client).await;
-        if check(&kernels) {
-            return kernels;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "gave up waiting: {what}; listed: {:?}",
-        listed(client).await
-    );
+    eventually(what, || async {
+        let kernels = client.kernel_states().await;
+        check(&kernels).then_some(kernels)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

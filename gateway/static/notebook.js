@@ -260,12 +260,13 @@ function handle(msg) {
 function request(cell, msgType, content) {
   return new Promise((resolve) => {
     const msgId = send("shell", msgType, content);
-    await_reply(msgId, cell, msgType === "execute_request", resolve);
+    awaitReply(msgId, cell, msgType === "execute_request", resolve);
   });
 }
 
 // Waits for the reply to `msgId`; an execution's is remembered until then, across reloads.
-function await_reply(msgId, cell, execution, resolve) {
+// Returns the waiting entry.
+function awaitReply(msgId, cell, execution, resolve) {
   const entry = {
     msgId,
     cell,
@@ -280,6 +281,7 @@ function await_reply(msgId, cell, execution, resolve) {
   };
   pending.set(msgId, entry);
   if (execution) setRunning(msgId, cell.id);
+  return entry;
 }
 
 function runningExecutions() {
@@ -308,8 +310,7 @@ function resumeExecutions() {
     if (!cell || cell.cellType !== "code") continue;
     cell.running = true;
     cell.setCount(null, true);
-    await_reply(msgId, cell, true, () => cell.setCount(cell.count, false));
-    pending.get(msgId).resumed = true;
+    awaitReply(msgId, cell, true, () => cell.setCount(cell.count, false)).resumed = true;
   }
 }
 

@@ -92,9 +92,10 @@ pub async fn run(
     settings.pool_size = config.pool_size;
     settings.cull_idle = config.cull_idle;
     let manager = Arc::new(KernelManager::new(backend, languages, settings));
-    let stop_pool = CancellationToken::new();
-    manager.start_pool(stop_pool.clone());
-    manager.start_culling(stop_pool.clone());
+    // Ends the kernels' background work: the warm pool's refills and the culling sweeps.
+    let stop_kernel_upkeep = CancellationToken::new();
+    manager.start_pool(stop_kernel_upkeep.clone());
+    manager.start_culling(stop_kernel_upkeep.clone());
     let stop_jobs = CancellationToken::new();
     let (jobs, worker) = match start_jobs(&config, stop_jobs.clone()).await? {
         Some((api, worker)) => (Some(api), Some(worker)),
@@ -118,7 +119,7 @@ pub async fn run(
         shutdown,
     )
     .await;
-    stop_pool.cancel();
+    stop_kernel_upkeep.cancel();
     stop_jobs.cancel();
     if let Some(worker) = worker {
         let _ = worker.await;

@@ -185,6 +185,19 @@ impl Client {
     }
 
     /// Starts a kernel and returns its id.
+    /// The listed kernels' execution states, by id.
+    pub async fn kernel_states(&self) -> std::collections::HashMap<String, String> {
+        let list = self.get("/api/kernels").await.json();
+        list.as_array()
+            .expect("a list of kernels")
+            .iter()
+            .map(|model| {
+                let field = |name: &str| model[name].as_str().unwrap_or_default().to_owned();
+                (field("id"), field("execution_state"))
+            })
+            .collect()
+    }
+
     pub async fn start_kernel(&self, name: &str) -> String {
         self.post("/api/kernels", serde_json::json!({ "name": name }))
             .await

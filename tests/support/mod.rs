@@ -35,6 +35,29 @@ pub fn stop_gracefully(child: &mut tokio::process::Child, patience: std::time::D
     }
 }
 
+/// How long a cluster may take to notice something on its own (a health round, a drain, a
+/// culling sweep).
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Polls `check` until it gives a value, failing the test after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Whether `program` is an executable on `PATH`.
 pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")

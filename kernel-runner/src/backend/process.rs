@@ -89,14 +89,13 @@ pub fn local_program<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> Command {
 
 /// Whether `setpriv` is installed and knows `--pdeathsig` (util-linux 2.33 and later).
 fn setpriv_sets_death_signals() -> bool {
-    on_path("setpriv")
-        && std::process::Command::new("setpriv")
-            .args(["--pdeathsig", "KILL", "--", "true"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
+    std::process::Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Waits for the child and publishes how it ended; also kills whatever the driver left
