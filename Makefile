@@ -50,9 +50,10 @@ build:
 images:
 	images/build.sh
 
-## test: formatting, lints, unit and end-to-end tests (the Docker tests need `make images`)
-test: lint
-	$(CARGO) test --workspace --lib --bins --tests --no-fail-fast
+## test: the whole suite (tests/suite.sh): installs what it needs on Debian as root, then
+#    formatting, lints, unit and end-to-end tests (Docker, GlusterFS, swarm and browser included)
+test:
+	tests/suite.sh
 
 ## lint: rustfmt and clippy with warnings as errors
 lint:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds cellgate's images: one per language, each with its driver, all on debian:bookworm-slim.
+# Builds cellgate's images: one per language, each with its driver, and the registry that
+# multi-node swarms pull them from, all on debian:bookworm-slim.
 # When that base image is neither present nor pullable (a host without access to a registry),
 # it is made locally: mmdebstrap builds a minimal Debian from the host's apt sources and
 # `docker import` turns it into the image. Docker's layer cache reuses what is already built.
@@ -45,9 +46,9 @@ else
     languages=()
     for dockerfile in "$here"/*/Dockerfile; do
         name=$(basename "$(dirname "$dockerfile")")
-        # The service images (gateway, runner, registry, nginx) are not languages: they need
-        # staged binaries or configs, and swarm/build-images.sh builds them.
-        case "$name" in gateway | runner | registry | nginx | common) continue ;; esac
+        # The gateway, runner and nginx images need staged binaries or configs:
+        # swarm/build-images.sh builds them.
+        case "$name" in gateway | runner | nginx | common) continue ;; esac
         languages+=("$name")
     done
 fi
@@ -57,9 +58,13 @@ for language in "${languages[@]}"; do
         exit 1
     fi
     say "building ${prefix}${language}:${tag}"
-    # The context is images/ itself, so images can share files from images/common.
+    # The context is images/ itself, so language images can share files from images/common;
+    # the registry's is its own folder.
+    context=$here
+    [ "$language" = registry ] && context=$here/registry
     docker build --quiet --tag "${prefix}${language}:${tag}" \
-        --file "$here/$language/Dockerfile" "$here" >/dev/null
+        --file "$here/$language/Dockerfile" "$context" >/dev/null
+    [ "$language" = registry ] && continue
     version=$(docker run --rm --network none --entrypoint cat "${prefix}${language}:${tag}" \
         /opt/cellgate/language-version 2>/dev/null || echo "unknown version")
     say "${prefix}${language}:${tag}: ${version}"

@@ -37,4 +37,4 @@ mkdir -p "$stage/nginx"
 cp "$root/nginx/cellgate.conf" "$root/nginx/follow-upstreams.sh" "$stage/nginx/"
 build nginx "$stage/nginx"
 
-build registry "$root/images/registry"
+"$root/images/build.sh" registry

@@ -1,25 +1,23 @@
 //! A real jupyter_server, started with `--gateway-url` pointing at cellgate, runs a cell: what
 //! JupyterLab users do. Needs `pip install jupyter_server`; without it the test fails with a
-//! clear message, unless CELLGATE_SKIP_JUPYTER=1 says to skip it, which is announced loudly.
+//! clear message, unless CELLGATE_SKIP_JUPYTER=1 says to skip it outside CI.
 
 mod support;
 
 use support::Server;
 
 fn jupyter_server_available() -> bool {
-    let found = std::process::Command::new("python3")
-        .args(["-c", "import jupyter_server, tornado"])
-        .output()
-        .map(|output| output.status.success())
-        .unwrap_or(false);
-    if found {
-        return true;
+    match support::prerequisite::python_imports(&["jupyter_server", "tornado"]) {
+        Ok(()) => true,
+        Err(problem) => {
+            support::prerequisite::skip_or_fail(
+                "the jupyter_server test",
+                &problem,
+                "CELLGATE_SKIP_JUPYTER",
+            );
+            false
+        }
     }
-    if std::env::var("CELLGATE_SKIP_JUPYTER").as_deref() == Ok("1") {
-        eprintln!("\n!!!!!!!! SKIPPED: jupyter_server is not installed (CELLGATE_SKIP_JUPYTER=1) !!!!!!!!\n");
-        return false;
-    }
-    panic!("jupyter_server is not installed for python3: pip install jupyter_server (or set CELLGATE_SKIP_JUPYTER=1 to skip knowingly)");
 }
 
 #[tokio::test]

@@ -27,8 +27,10 @@ fn alive(pid: u32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_runners_kernels_and_job_programs_die_with_it() {
     if !support::on_path("setpriv") {
-        eprintln!(
-            "\n*** SKIPPED: without util-linux's setpriv a killed runner's programs outlive it ***\n"
+        support::prerequisite::skip_or_fail(
+            "the runner-death test",
+            "util-linux's setpriv is missing, so a killed runner's programs outlive it",
+            "CELLGATE_SKIP_SETPRIV",
         );
         return;
     }

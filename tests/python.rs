@@ -257,13 +257,111 @@ async fn restart_keeps_the_id_and_clears_the_state() {
         .await;
     assert_eq!(restarted.status, http::StatusCode::OK);
     assert_eq!(restarted.json()["id"], kernel.as_str());
-    let run = socket.execute("gone").await;
+    // Everything the restart published came before this cell's own messages.
+    let id = socket.send_execute("gone").await;
+    let mut statuses = Vec::new();
+    loop {
+        let message = socket.recv().await;
+        let ours = message
+            .parent_header
+            .as_ref()
+            .is_some_and(|parent| parent.msg_id == id);
+        if ours {
+            break;
+        }
+        if let Content::Status(status) = &message.content {
+            statuses.push(status.execution_state.clone());
+        }
+    }
+    assert!(
+        !statuses.iter().any(|state| state == "restarting"),
+        "a requested restart is not announced as `restarting` (JupyterLab reads that as a crash): {statuses:?}"
+    );
+    let run = socket.collect(&id).await;
     assert_eq!(run.error().unwrap().ename, "NameError");
     assert_eq!(
         run.reply().execution_count,
         1,
         "counts start over after a restart"
     );
+}
+
+#[tokio::test]
+async fn a_restart_asked_for_on_the_control_channel_publishes_no_restarting() {
+    let server = Server::start().await;
+    let (_, mut socket) = python(&server).await;
+    socket.execute("gone = 1").await;
+    let id = socket
+        .send(
+            Channel::Control,
+            "shutdown_request",
+            json!({"restart": true}),
+        )
+        .await;
+    let mut seen = Vec::new();
+    loop {
+        let message = socket.recv().await;
+        let ours = message
+            .parent_header
+            .as_ref()
+            .is_some_and(|parent| parent.msg_id == id);
+        if !ours {
+            continue;
+        }
+        seen.push(message.header.msg_type.clone());
+        if let Content::Status(status) = &message.content {
+            assert_ne!(status.execution_state, "restarting", "{seen:?}");
+            seen.push(status.execution_state.clone());
+            if status.execution_state == "idle" {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("shutdown_reply"),
+        "{seen:?}"
+    );
+    let run = socket.execute("gone").await;
+    assert_eq!(run.error().unwrap().ename, "NameError");
+}
+
+#[tokio::test]
+async fn history_answers_from_the_cells_run() {
+    let server = Server::start().await;
+    let (_, mut socket) = python(&server).await;
+    socket.execute("a = 6").await;
+    socket.execute("a * 7").await;
+    let silent = socket
+        .send(
+            Channel::Shell,
+            "execute_request",
+            json!({"code": "secret = 1", "silent": true}),
+        )
+        .await;
+    socket.collect(&silent).await;
+    let id = socket
+        .send(
+            Channel::Shell,
+            "history_request",
+            json!({"hist_access_type": "tail", "n": 10, "output": true, "raw": true}),
+        )
+        .await;
+    let reply = socket.reply_to(&id).await.content.to_value();
+    assert_eq!(
+        reply["history"],
+        json!([[1, 1, ["a = 6", null]], [1, 2, ["a * 7", "42"]]]),
+        "silent cells are not history: {reply}"
+    );
+    let id = socket
+        .send(
+            Channel::Shell,
+            "history_request",
+            json!({"hist_access_type": "search", "pattern": "a ?*", "unique": true}),
+        )
+        .await;
+    let reply = socket.reply_to(&id).await.content.to_value();
+    assert_eq!(reply["history"], json!([[1, 1, "a = 6"], [1, 2, "a * 7"]]));
 }
 
 #[tokio::test]

@@ -195,3 +195,34 @@ async fn an_endless_print_is_cut_at_the_cap_and_the_kernel_goes_on() {
     let run = socket.execute("'ok'").await;
     assert_eq!(run.result().as_deref(), Some("'ok'"));
 }
+
+/// What jupyter_server's gateway client (behind nbclient and papermill with `--gateway-url`)
+/// sends: a numeric `date`, and no top-level `channel`, `parent_header`, `metadata` or
+/// `buffers`. jupyter_server takes a missing channel for shell.
+#[tokio::test]
+async fn messages_as_jupyter_servers_gateway_client_sends_them_are_run() {
+    let server = Server::start().await;
+    let kernel = server.client().start_kernel("python3").await;
+    let mut socket = KernelSocket::connect(&server.address, &server.token, &kernel).await;
+    let frame = json!({
+        "header": {"msg_id": "gw-1", "msg_type": "execute_request", "session": "gw",
+                   "username": "gw", "date": 1796643177.02, "version": "5.3"},
+        "content": {"code": "print('through the gateway client')\n6*7", "silent": false}
+    });
+    socket.send_raw(WsMessage::Text(frame.to_string())).await;
+    let run = socket.collect("gw-1").await;
+    assert_eq!(run.reply().status, ReplyStatus::Ok);
+    assert_eq!(run.stdout(), "through the gateway client\n");
+    assert_eq!(run.result().as_deref(), Some("42"));
+    let reply = run
+        .messages
+        .iter()
+        .find(|message| message.header.msg_type == "execute_reply")
+        .unwrap();
+    assert_eq!(reply.channel, Channel::Shell);
+    assert_eq!(
+        reply.parent_header_value()["date"],
+        json!(1796643177.02),
+        "the parent header is the request's, unchanged"
+    );
+}

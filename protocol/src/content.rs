@@ -129,9 +129,52 @@ pub struct InspectReply {
     pub metadata: Map<String, Value>,
 }
 
+/// Which part of the input history a client asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryAccess {
+    /// The last `n` entries.
+    Tail,
+    /// Entries `start..stop` of one session.
+    Range,
+    /// Entries whose input matches a glob `pattern`.
+    Search,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    /// Whether each entry carries its output too.
+    #[serde(default)]
+    pub output: bool,
+    #[serde(default)]
+    pub raw: bool,
+    #[serde(default = "tail")]
+    pub hist_access_type: HistoryAccess,
+    /// For `range`: the session, counted from the current one (0) backwards when negative.
+    #[serde(default)]
+    pub session: i64,
+    #[serde(default)]
+    pub start: i64,
+    #[serde(default)]
+    pub stop: Option<i64>,
+    /// For `tail` and `search`: how many entries at most.
+    #[serde(default)]
+    pub n: Option<usize>,
+    #[serde(default)]
+    pub pattern: String,
+    /// For `search`: each input once, its latest occurrence.
+    #[serde(default)]
+    pub unique: bool,
+}
+
+fn tail() -> HistoryAccess {
+    HistoryAccess::Tail
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryReply {
     pub status: ReplyStatus,
+    /// `[session, line, input]`, or `[session, line, [input, output]]` when output was asked.
     pub history: Vec<Value>,
 }
 
@@ -236,7 +279,7 @@ pub enum Content {
     IsCompleteReply(IsCompleteReply),
     InspectRequest(InspectRequest),
     InspectReply(InspectReply),
-    HistoryRequest(Map<String, Value>),
+    HistoryRequest(HistoryRequest),
     HistoryReply(HistoryReply),
     CommInfoRequest(Map<String, Value>),
     CommInfoReply(CommInfoReply),
@@ -248,6 +291,8 @@ pub enum Content {
     ExecuteInput(ExecuteInput),
     Stream(Stream),
     DisplayData(DisplayData),
+    /// Replaces what an earlier `display_data` with the same `transient.display_id` showed.
+    UpdateDisplayData(DisplayData),
     ExecuteResult(ExecuteResult),
     Error(ErrorInfo),
     ClearOutput(ClearOutput),
@@ -265,8 +310,12 @@ pub enum Content {
     },
 }
 
+/// Missing content (`null`) reads as `{}`, as jupyter_server passes it on to kernels.
 fn parse<T: DeserializeOwned>(value: Value) -> Result<T, serde_json::Error> {
-    serde_json::from_value(value)
+    match value {
+        Value::Null => serde_json::from_value(Value::Object(Map::new())),
+        value => serde_json::from_value(value),
+    }
 }
 
 fn object(value: Value) -> Map<String, Value> {
@@ -290,7 +339,7 @@ impl Content {
             "is_complete_reply" => Content::IsCompleteReply(parse(value)?),
             "inspect_request" => Content::InspectRequest(parse(value)?),
             "inspect_reply" => Content::InspectReply(parse(value)?),
-            "history_request" => Content::HistoryRequest(object(value)),
+            "history_request" => Content::HistoryRequest(parse(value)?),
             "history_reply" => Content::HistoryReply(parse(value)?),
             "comm_info_request" => Content::CommInfoRequest(object(value)),
             "comm_info_reply" => Content::CommInfoReply(parse(value)?),
@@ -301,7 +350,8 @@ impl Content {
             "status" => Content::Status(parse(value)?),
             "execute_input" => Content::ExecuteInput(parse(value)?),
             "stream" => Content::Stream(parse(value)?),
-            "display_data" | "update_display_data" => Content::DisplayData(parse(value)?),
+            "display_data" => Content::DisplayData(parse(value)?),
+            "update_display_data" => Content::UpdateDisplayData(parse(value)?),
             "execute_result" => Content::ExecuteResult(parse(value)?),
             "error" => Content::Error(parse(value)?),
             "clear_output" => Content::ClearOutput(parse(value)?),
@@ -339,6 +389,7 @@ impl Content {
             Content::ExecuteInput(_) => "execute_input",
             Content::Stream(_) => "stream",
             Content::DisplayData(_) => "display_data",
+            Content::UpdateDisplayData(_) => "update_display_data",
             Content::ExecuteResult(_) => "execute_result",
             Content::Error(_) => "error",
             Content::ClearOutput(_) => "clear_output",
@@ -365,7 +416,8 @@ impl Content {
             Content::IsCompleteReply(c) => json(c),
             Content::InspectRequest(c) => json(c),
             Content::InspectReply(c) => json(c),
-            Content::HistoryRequest(c) | Content::CommInfoRequest(c) => Value::Object(c.clone()),
+            Content::HistoryRequest(c) => json(c),
+            Content::CommInfoRequest(c) => Value::Object(c.clone()),
             Content::HistoryReply(c) => json(c),
             Content::CommInfoReply(c) => json(c),
             Content::ShutdownRequest(c) => json(c),
@@ -374,7 +426,7 @@ impl Content {
             Content::Status(c) => json(c),
             Content::ExecuteInput(c) => json(c),
             Content::Stream(c) => json(c),
-            Content::DisplayData(c) => json(c),
+            Content::DisplayData(c) | Content::UpdateDisplayData(c) => json(c),
             Content::ExecuteResult(c) => json(c),
             Content::Error(c) => json(c),
             Content::ClearOutput(c) => json(c),

@@ -251,11 +251,18 @@ pub struct RichOutput {
     pub data: MimeBundle,
     #[serde(default)]
     pub metadata: Map<String, Value>,
+    /// `{"display_id": ...}` for a display that a later `update_display` replaces.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub transient: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Done {
     pub status: ReplyStatus,
+    /// The execute reply's payloads, such as `{"source": "page", "data": {...}, "start": 0}`
+    /// for help shown in a pager (Python's `obj?`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payload: Vec<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +311,8 @@ pub enum Event {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
     Display(RichOutput),
+    /// New content for the display whose `transient.display_id` it names.
+    UpdateDisplay(RichOutput),
     Result(RichOutput),
     Error(ErrorInfo),
     InputRequest(InputPrompt),
@@ -323,6 +332,7 @@ impl Event {
             "stdout" => Event::Stdout(frame.body.clone()),
             "stderr" => Event::Stderr(frame.body.clone()),
             "display" => Event::Display(frame.json()?),
+            "update_display" => Event::UpdateDisplay(frame.json()?),
             "result" => Event::Result(frame.json()?),
             "error" => Event::Error(frame.json()?),
             "input_request" => Event::InputRequest(frame.json()?),
@@ -345,6 +355,7 @@ impl Event {
             Event::Stdout(bytes) => Frame::new("stdout", bytes.clone()),
             Event::Stderr(bytes) => Frame::new("stderr", bytes.clone()),
             Event::Display(output) => json("display", output),
+            Event::UpdateDisplay(output) => json("update_display", output),
             Event::Result(output) => json("result", output),
             Event::Error(error) => json("error", error),
             Event::InputRequest(prompt) => json("input_request", prompt),
@@ -381,8 +392,19 @@ mod tests {
             Event::Stdout(b"hi\n\x00\xff".to_vec()),
             Event::Done(Done {
                 status: ReplyStatus::Ok,
+                payload: Vec::new(),
             }),
             Event::Stderr(Vec::new()),
+            Event::UpdateDisplay(RichOutput {
+                data: serde_json::from_str(r#"{"text/plain": "2"}"#).unwrap(),
+                metadata: Map::new(),
+                transient: serde_json::from_str(r#"{"display_id": "d"}"#).unwrap(),
+            }),
+            Event::Done(Done {
+                status: ReplyStatus::Ok,
+                payload: vec![serde_json::json!({"source": "page", "start": 0,
+                                                 "data": {"text/plain": "help"}})],
+            }),
         ];
         for event in &sent {
             wire.extend(event.to_frame().encode());

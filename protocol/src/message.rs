@@ -45,12 +45,14 @@ impl Channel {
 pub struct Header {
     pub msg_id: String,
     pub msg_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_text")]
     pub session: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_text")]
     pub username: String,
-    #[serde(default)]
-    pub date: String,
+    /// An ISO 8601 string from kernels; clients send what they like (jupyter_server's gateway
+    /// client a number of seconds, some none at all), and it is echoed back as it came.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub date: Value,
     #[serde(default = "default_version")]
     pub version: String,
     #[serde(flatten)]
@@ -61,6 +63,16 @@ fn default_version() -> String {
     PROTOCOL_VERSION.to_owned()
 }
 
+/// A header string that a client may also have sent as `null` or a number, as Python clients
+/// built on jupyter_client's `Session` tolerate.
+fn lenient_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::String(text) => text,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    })
+}
+
 impl Header {
     /// A fresh header for a message sent by a kernel.
     pub fn new(msg_type: &str, session: &str) -> Header {
@@ -69,7 +81,7 @@ impl Header {
             msg_type: msg_type.to_owned(),
             session: session.to_owned(),
             username: "kernel".to_owned(),
-            date: timestamp_now(),
+            date: Value::String(timestamp_now()),
             version: PROTOCOL_VERSION.to_owned(),
             extra: Map::new(),
         }
@@ -102,8 +114,8 @@ pub enum MessageError {
     Json(#[source] serde_json::Error),
     #[error("message has no usable header: {0}")]
     Header(#[source] serde_json::Error),
-    #[error("message has no channel or an unknown one: {0:?}")]
-    Channel(Option<String>),
+    #[error("message names an unknown channel: {0:?}")]
+    Channel(String),
     #[error("content of {msg_type} is malformed: {source}")]
     Content {
         msg_type: String,
@@ -116,6 +128,7 @@ pub enum MessageError {
 
 #[derive(Deserialize)]
 struct RawMessage {
+    #[serde(default)]
     header: Value,
     #[serde(default)]
     parent_header: Value,
@@ -139,14 +152,14 @@ impl Message {
         }
     }
 
-    /// Decodes the legacy JSON websocket frame: one object with a top-level `channel`.
+    /// Decodes the legacy JSON websocket frame: one object with a top-level `channel`. As in
+    /// jupyter_server, a message without one (or with `null`) is for the shell channel.
     pub fn from_json(text: &str) -> Result<Message, MessageError> {
         let raw: RawMessage = serde_json::from_str(text).map_err(MessageError::Json)?;
-        let channel = raw.channel.clone();
-        let channel = channel
-            .as_deref()
-            .and_then(Channel::parse)
-            .ok_or(MessageError::Channel(channel))?;
+        let channel = match raw.channel {
+            None => Channel::Shell,
+            Some(name) => Channel::parse(&name).ok_or(MessageError::Channel(name))?,
+        };
         Message::from_values(
             channel,
             raw.header,
@@ -279,10 +292,10 @@ mod tests {
     }
 
     #[test]
-    fn rejects_missing_channel_and_bad_json() {
+    fn rejects_unknown_channel_and_bad_json() {
         assert!(matches!(
-            Message::from_json("{\"header\":{\"msg_id\":\"x\",\"msg_type\":\"y\"}}"),
-            Err(MessageError::Channel(None))
+            Message::from_json("{\"header\":{\"msg_id\":\"x\",\"msg_type\":\"y\"},\"channel\":\"nope\"}"),
+            Err(MessageError::Channel(name)) if name == "nope"
         ));
         assert!(matches!(
             Message::from_json("{"),
@@ -292,6 +305,56 @@ mod tests {
             Message::from_json("{\"header\":{},\"channel\":\"shell\"}"),
             Err(MessageError::Header(_))
         ));
+        assert!(matches!(
+            Message::from_json("{\"channel\":\"shell\"}"),
+            Err(MessageError::Header(_))
+        ));
+    }
+
+    #[test]
+    fn accepts_what_jupyter_servers_gateway_client_sends() {
+        // jupyter_server's GatewayKernelClient: a numeric date, no top-level channel, no
+        // parent_header, metadata or buffers.
+        let text = json!({
+            "header": {"msg_id": "m1", "msg_type": "execute_request", "session": "s",
+                       "username": "u", "date": 1796643177.02, "version": "5.3"},
+            "content": {"code": "1+1"}
+        })
+        .to_string();
+        let message = Message::from_json(&text).unwrap();
+        assert_eq!(message.channel, Channel::Shell);
+        assert!(message.parent_header.is_none());
+        assert!(message.metadata.is_empty());
+        let reply = Message::reply_to(
+            &message.header,
+            "kernel",
+            Channel::Shell,
+            Content::Status(Status {
+                execution_state: "idle".into(),
+            }),
+        );
+        assert_eq!(
+            reply.to_json_value()["parent_header"]["date"],
+            json!(1796643177.02)
+        );
+    }
+
+    #[test]
+    fn a_header_without_date_or_with_null_fields_is_accepted() {
+        let text = json!({
+            "header": {"msg_id": "m2", "msg_type": "kernel_info_request", "session": null,
+                       "username": 7},
+            "channel": null, "parent_header": null, "metadata": null, "content": null
+        })
+        .to_string();
+        let message = Message::from_json(&text).unwrap();
+        assert_eq!(message.channel, Channel::Shell);
+        assert_eq!(message.header.session, "");
+        assert_eq!(message.header.username, "7");
+        assert!(message.header.date.is_null());
+        let echoed = serde_json::to_value(&message.header).unwrap();
+        assert!(echoed.get("date").is_none(), "{echoed}");
+        assert!(matches!(message.content, Content::KernelInfoRequest));
     }
 
     #[test]

@@ -122,7 +122,7 @@ pub fn decode(payload: &Payload) -> Result<Message, MessageError> {
             }
             let channel_name = String::from_utf8_lossy(parts[0]).into_owned();
             let channel =
-                Channel::parse(&channel_name).ok_or(MessageError::Channel(Some(channel_name)))?;
+                Channel::parse(&channel_name).ok_or(MessageError::Channel(channel_name))?;
             let json = |bytes: &[u8]| -> Result<Value, MessageError> {
                 if bytes.is_empty() {
                     return Ok(Value::Null);

@@ -1,6 +1,6 @@
 //! A real browser for the page tests: headless Chromium driven through chromedriver's W3C
 //! WebDriver HTTP API. Without Chromium the tests fail with a clear message, unless
-//! CELLGATE_SKIP_BROWSER=1 says to skip them, which is then announced loudly.
+//! CELLGATE_SKIP_BROWSER=1 says to skip them outside CI (`prerequisite`).
 
 use std::net::TcpListener;
 use std::process::Stdio;
@@ -25,13 +25,8 @@ pub fn available() -> bool {
         return true;
     }
     let problem = "Chromium is missing (apt-get install chromium chromium-driver)";
-    if std::env::var("CELLGATE_SKIP_BROWSER").as_deref() == Ok("1") {
-        eprintln!("\n!!!!!!!! SKIPPED: browser tests not run: {problem} (CELLGATE_SKIP_BROWSER=1) !!!!!!!!\n");
-        return false;
-    }
-    panic!(
-        "browser tests cannot run: {problem}. Set CELLGATE_SKIP_BROWSER=1 to skip them knowingly."
-    );
+    super::prerequisite::skip_or_fail("browser tests", problem, "CELLGATE_SKIP_BROWSER");
+    false
 }
 
 /// One headless Chromium session.
@@ -220,6 +215,31 @@ impl Browser {
         base64::engine::general_purpose::STANDARD
             .decode(encoded.as_str().unwrap_or_default())
             .expect("a base64 PNG")
+    }
+
+    /// Runs `script` (with `arguments`) in the page until its answer satisfies `done`, for
+    /// up to `patience`, and returns that answer; `what` names the wait in the failure, which
+    /// shows the last answer.
+    pub async fn wait_for_script(
+        &self,
+        what: &str,
+        patience: Duration,
+        script: &str,
+        arguments: Value,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + patience;
+        loop {
+            let answer = self.execute(script, arguments.clone()).await;
+            if done(&answer) {
+                return answer;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gave up waiting for {what} after {patience:?}; the page last answered:\n{answer:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits up to `patience` until the text of `css` satisfies `done`, and returns it.

@@ -1,47 +1,79 @@
-//! Whether the Docker tests can run here. Without a Docker engine they fail with a clear
-//! message, unless CELLGATE_SKIP_DOCKER=1 says to skip them, which is then announced loudly.
+//! Whether the Docker tests can run here. A test names the images it needs; those missing are
+//! built (`images/build.sh`, one build at a time across test processes), so no test depends on
+//! a deploy or another test having built them. Without a Docker engine the tests fail with a
+//! clear message (see `prerequisite`), unless CELLGATE_SKIP_DOCKER=1 says to skip them.
 
 use std::process::Command;
 
-/// True when Docker and cellgate's images are usable; false when the tests are to be skipped.
+use super::prerequisite;
+
+/// True when Docker and cellgate's images are usable, after building the missing ones; false
+/// when the tests are to be skipped.
 pub fn available(images: &[&str]) -> bool {
-    let skip = std::env::var("CELLGATE_SKIP_DOCKER").as_deref() == Ok("1");
     let engine = Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output()
         .map(|output| output.status.success())
         .unwrap_or(false);
+    let problem = if !engine {
+        Some("no Docker engine answers (install docker.io and start dockerd)".to_owned())
+    } else {
+        build_missing(images).err()
+    };
+    match problem {
+        None => true,
+        Some(problem) => {
+            prerequisite::skip_or_fail("Docker tests", &problem, "CELLGATE_SKIP_DOCKER");
+            false
+        }
+    }
+}
+
+fn image_exists(image: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", &format!("cellgate/{image}:latest")])
+        .output()
+        .map(|output| output.status.success())
+        .unwrap_or(false)
+}
+
+/// Builds the images not there yet. Test binaries run in parallel threads and processes, so
+/// the build holds a lock file (`flock`) and looks again once it has it.
+fn build_missing(images: &[&str]) -> Result<(), String> {
     let missing: Vec<&str> = images
         .iter()
         .copied()
-        .filter(|image| {
-            !Command::new("docker")
-                .args(["image", "inspect", &format!("cellgate/{image}:latest")])
-                .output()
-                .map(|output| output.status.success())
-                .unwrap_or(false)
-        })
+        .filter(|image| !image_exists(image))
         .collect();
-    let problem = if !engine {
-        Some("no Docker engine answers (install docker.io and start dockerd)".to_owned())
-    } else if !missing.is_empty() {
-        Some(format!(
-            "images missing: {} (run `make images`)",
-            missing.join(", ")
-        ))
-    } else {
-        None
-    };
-    match (problem, skip) {
-        (None, _) => true,
-        (Some(problem), true) => {
-            eprintln!("\n!!!!!!!! SKIPPED: Docker tests not run: {problem} (CELLGATE_SKIP_DOCKER=1) !!!!!!!!\n");
-            false
-        }
-        (Some(problem), false) => panic!(
-            "Docker tests cannot run: {problem}. Set CELLGATE_SKIP_DOCKER=1 to skip them knowingly."
-        ),
+    if missing.is_empty() {
+        return Ok(());
     }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/images/build.sh");
+    let lock = std::env::temp_dir().join("cellgate-image-build.lock");
+    eprintln!("building the missing images {missing:?} with images/build.sh");
+    let output = Command::new("flock")
+        .arg(&lock)
+        .arg(script)
+        .args(&missing)
+        .output()
+        .map_err(|error| format!("images/build.sh does not run: {error}"))?;
+    let still_missing: Vec<&str> = missing
+        .into_iter()
+        .filter(|image| !image_exists(image))
+        .collect();
+    if output.status.success() && still_missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "images missing: {} and images/build.sh could not build them: {}",
+        still_missing.join(", "),
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join(" / ")
+    ))
 }
 
 /// The containers (running or not) that carry this runner-instance label prefix.

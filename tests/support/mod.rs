@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod docker;
 pub mod jobs;
 pub mod kernel;
+pub mod prerequisite;
 pub mod server;
 
 pub use client::{Client, Reply};

@@ -17,6 +17,7 @@ use serde_json::Map;
 use tokio::sync::mpsc;
 
 use super::connections::ConnectionId;
+use super::history::History;
 use super::launch::{launch, CommandWriter, Incoming, Launched};
 use super::stream_text::{Budgeted, OutputBudget, StreamText};
 use super::{ClientRequest, ControlOp, Kernel};
@@ -40,6 +41,7 @@ pub(crate) struct Actor {
     pub stdin: mpsc::Receiver<ClientRequest>,
     pub control: mpsc::Receiver<ControlOp>,
     pub execution_count: u64,
+    pub history: History,
     pub dead: bool,
     pub events_closed: bool,
     /// The request whose output stray events (from background threads) are attributed to.
@@ -314,10 +316,10 @@ impl Actor {
                 };
                 self.ask_driver(&request, command).await
             }
-            Content::HistoryRequest(_) => {
+            Content::HistoryRequest(history) => {
                 let reply = Content::HistoryReply(HistoryReply {
                     status: ReplyStatus::Ok,
-                    history: Vec::new(),
+                    history: self.history.answer(&history),
                 });
                 self.reply(request.from, &header, Channel::Shell, reply);
                 None
@@ -363,8 +365,10 @@ impl Actor {
         execute: ExecuteRequest,
     ) -> Option<ControlOp> {
         let header = request.message.header.clone();
-        if execute.store_history && !execute.silent {
+        let stored = execute.store_history && !execute.silent;
+        if stored {
             self.execution_count += 1;
+            self.history.record(self.execution_count, &execute.code);
         }
         let mut cell = Cell {
             from: request.from,
@@ -390,8 +394,12 @@ impl Actor {
             .exchange(Command::Execute { code: execute.code }, Some(&mut cell))
             .await;
         self.flush_streams(&mut cell);
+        let mut payload = Vec::new();
         let (status, preempted) = match exchange {
-            Exchange::Answered(Event::Done(done)) => (done.status, None),
+            Exchange::Answered(Event::Done(done)) => {
+                payload = done.payload;
+                (done.status, None)
+            }
             Exchange::Answered(other) => {
                 self.died(format!("the driver answered a cell with {other:?}"));
                 (ReplyStatus::Error, None)
@@ -428,7 +436,7 @@ impl Actor {
             execution_count: cell.execution_count,
             error,
             user_expressions: Map::new(),
-            payload: Vec::new(),
+            payload,
         });
         self.reply(request.from, &header, Channel::Shell, reply);
         if status == ReplyStatus::Error && execute.stop_on_error {
@@ -660,12 +668,26 @@ impl Actor {
                     Content::DisplayData(DisplayData {
                         data: output.data,
                         metadata: output.metadata,
-                        transient: Map::new(),
+                        transient: output.transient,
+                    }),
+                );
+            }
+            Event::UpdateDisplay(output) if !cell.silent => {
+                self.flush_streams(cell);
+                self.publish(
+                    Some(&parent),
+                    Content::UpdateDisplayData(DisplayData {
+                        data: output.data,
+                        metadata: output.metadata,
+                        transient: output.transient,
                     }),
                 );
             }
             Event::Result(output) if !cell.silent => {
                 self.flush_streams(cell);
+                if let Some(text) = output.data.get("text/plain").and_then(|text| text.as_str()) {
+                    self.history.record_output(cell.execution_count, text);
+                }
                 self.publish(
                     Some(&parent),
                     Content::ExecuteResult(ExecuteResult {
@@ -771,8 +793,11 @@ impl Actor {
     }
 
     /// Replaces the driver with a fresh one: same kernel id and files, empty state.
+    ///
+    /// A restart someone asked for publishes no iopub `restarting`: Jupyter servers send that
+    /// only when they restarted a kernel that died by itself, and JupyterLab takes it for a
+    /// crash. The new driver announces itself with `starting`, as a new kernel does.
     async fn restart(&mut self, parent: Option<&Header>) -> Result<(), RunnerError> {
-        self.status(parent, "restarting");
         self.kernel.set_execution_state("restarting");
         self.stop_driver().await;
         let Launched {
@@ -792,6 +817,7 @@ impl Actor {
         self.events = events;
         self.ready = ready;
         self.execution_count = 0;
+        self.history.new_session();
         self.dead = false;
         self.events_closed = false;
         self.status(parent, "starting");

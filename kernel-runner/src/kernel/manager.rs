@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::actor::Actor;
 use super::connections::Connections;
+use super::history::History;
 use super::launch::launch;
 use super::pool::WarmPool;
 use super::{Kernel, KernelState};
@@ -221,6 +222,7 @@ impl KernelManager {
             stdin: stdin_rx,
             control: control_rx,
             execution_count: 0,
+            history: History::default(),
             dead: false,
             events_closed: false,
             last_parent: None,

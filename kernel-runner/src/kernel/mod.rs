@@ -4,6 +4,7 @@
 
 mod actor;
 pub mod connections;
+pub mod history;
 pub mod launch;
 pub mod manager;
 pub mod pool;
