@@ -115,6 +115,42 @@ public final class CellgateDriver {
         "import java.util.stream.*;",
     };
 
+    /**
+     * The display functions every shell starts with, much as IJava offers them: `display(value)`
+     * (a Map is a MIME bundle, `Map.of("text/html", "<b>hi</b>")`; anything else is shown as
+     * text), `display(value, id)` and `updateDisplay(id, value)` for a display that changes,
+     * `clearOutput()`, `page(text)`, which shows text in the frontend's pager, and
+     * `readLine(prompt)` and `readPassword(prompt)`, which ask the frontend for a line with a
+     * prompt (System.in asks without one; both give null at the end of input). They reach the
+     * driver through bridge().
+     */
+    static final String[] DISPLAY_HELPERS = {
+        "Object cellgate$bridge(String operation, Object... arguments) {"
+            + " try { return Class.forName(\"CellgateDriver\")"
+            + ".getMethod(\"bridge\", String.class, Object[].class)"
+            + ".invoke(null, operation, arguments); }"
+            + " catch (java.lang.reflect.InvocationTargetException e) {"
+            + " if (e.getCause() instanceof RuntimeException)"
+            + " throw (RuntimeException) e.getCause();"
+            + " throw new IllegalStateException(e.getCause()); }"
+            + " catch (ReflectiveOperationException e) {"
+            + " throw new IllegalStateException(\"display is not available here\", e); } }",
+        "void display(Object value) { cellgate$bridge(\"display\", value, null); }",
+        "void display(Object value, String displayId) {"
+            + " cellgate$bridge(\"display\", value, displayId); }",
+        "void updateDisplay(String displayId, Object value) {"
+            + " if (displayId == null) throw new IllegalArgumentException("
+            + "\"updateDisplay needs the id given to display(value, id)\");"
+            + " cellgate$bridge(\"update_display\", value, displayId); }",
+        "void clearOutput(boolean wait) { cellgate$bridge(\"clear_output\", wait); }",
+        "void clearOutput() { cellgate$bridge(\"clear_output\", false); }",
+        "void page(Object text) { cellgate$bridge(\"page\", String.valueOf(text)); }",
+        "String readLine(String prompt) {"
+            + " return (String) cellgate$bridge(\"input\", prompt, false); }",
+        "String readPassword(String prompt) {"
+            + " return (String) cellgate$bridge(\"input\", prompt, true); }",
+    };
+
     static Diagnostics diagnostics;
 
     public static void main(String[] args) {
@@ -123,7 +159,9 @@ public final class CellgateDriver {
         // first; the kernel's own handler replaces it once there is a kernel to interrupt.
         Signal.handle(new Signal("INT"), signal -> { });
         try {
-            new Kernel().serve();
+            Kernel kernel = new Kernel();
+            Kernel.current = kernel;
+            kernel.serve();
         } catch (Throwable problem) {
             if (diagnostics != null) {
                 diagnostics.report("the driver failed", problem);
@@ -151,6 +189,19 @@ public final class CellgateDriver {
         watchdog.setDaemon(true);
         watchdog.start();
         System.exit(status);
+    }
+
+    /**
+     * What the display helpers of the user's shell (DISPLAY_HELPERS) call, by reflection, since
+     * snippets live in a package of their own and cannot name a class of the unnamed package.
+     * `operation` is "display", "update_display", "clear_output" or "page".
+     */
+    public static Object bridge(String operation, Object[] arguments) {
+        Kernel kernel = Kernel.current;
+        if (kernel == null) {
+            throw new IllegalStateException("the cellgate kernel is not running");
+        }
+        return kernel.rich(operation, arguments);
     }
 
     // ------------------------------------------------------------------------------------------
@@ -799,7 +850,7 @@ public final class CellgateDriver {
                 return 0;
             }
             if (position >= line.length) {
-                String answer = kernel.requestInput();
+                String answer = kernel.requestInput("", false);
                 if (answer == null) {
                     return -1;
                 }
@@ -1043,7 +1094,11 @@ public final class CellgateDriver {
     // The kernel.
 
     static final class Kernel {
+        /** The kernel of this process, for bridge(). */
+        static volatile Kernel current;
         private final CommandQueue commands = new CommandQueue();
+        /** The pager payloads of the running cell, sent with its `done`; guarded by itself. */
+        private final List<Object> payloads = new ArrayList<>();
         private final Fences fences = new Fences();
         private final CellExecution execution = new CellExecution();
         private final Map<String, SnippetOrigin> origins = new HashMap<>();
@@ -1176,6 +1231,13 @@ public final class CellgateDriver {
                 for (SnippetEvent event : shell.eval(line)) {
                     if (event.status() == Snippet.Status.REJECTED) {
                         diagnostics.say("default import failed: " + line);
+                    }
+                }
+            }
+            for (String helper : DISPLAY_HELPERS) {
+                for (SnippetEvent event : shell.eval(helper)) {
+                    if (event.status() == Snippet.Status.REJECTED) {
+                        diagnostics.say("display helper failed: " + helper);
                     }
                 }
             }
@@ -1367,6 +1429,73 @@ public final class CellgateDriver {
             }
         }
 
+        // -- Rich output -------------------------------------------------------------------
+
+        /** Carries out one call of the display helpers; see bridge(). */
+        Object rich(String operation, Object[] arguments) {
+            switch (operation) {
+                case "display":
+                case "update_display": {
+                    Object id = arguments[1];
+                    if (id == null && operation.equals("update_display")) {
+                        throw new IllegalArgumentException("updateDisplay needs a display id");
+                    }
+                    Map<String, Object> output = new LinkedHashMap<>();
+                    output.put("data", mimeBundle(arguments[0]));
+                    output.put("metadata", new LinkedHashMap<>());
+                    if (id != null) {
+                        output.put("transient", Map.of("display_id", String.valueOf(id)));
+                    }
+                    // What the cell printed before comes first.
+                    fences.fence(System.out, System.err, userOut, userErr);
+                    events.sendJson(operation, output);
+                    return null;
+                }
+                case "clear_output": {
+                    fences.fence(System.out, System.err, userOut, userErr);
+                    boolean wait = Boolean.TRUE.equals(arguments[0]);
+                    events.sendJson("clear_output", Map.of("wait", wait));
+                    return null;
+                }
+                case "input":
+                    return requestInput(String.valueOf(arguments[0]),
+                        Boolean.TRUE.equals(arguments[1]));
+                case "page": {
+                    Map<String, Object> page = new LinkedHashMap<>();
+                    page.put("source", "page");
+                    page.put("data", Map.of("text/plain", cut(String.valueOf(arguments[0]))));
+                    page.put("start", 0);
+                    synchronized (payloads) {
+                        payloads.add(page);
+                    }
+                    return null;
+                }
+                default:
+                    throw new IllegalArgumentException("no display operation " + operation);
+            }
+        }
+
+        /** A Map is a MIME bundle already; any other value is shown as text. */
+        private static Map<String, Object> mimeBundle(Object value) {
+            Map<String, Object> data = new LinkedHashMap<>();
+            if (value instanceof Map) {
+                for (Map.Entry<?, ?> entry : ((Map<?, ?>) value).entrySet()) {
+                    Object item = entry.getValue();
+                    // JSON MIME types carry structures; every other type is text.
+                    boolean structured = item instanceof Map || item instanceof List
+                        || item instanceof Number || item instanceof Boolean;
+                    data.put(String.valueOf(entry.getKey()),
+                        structured ? item : cut(String.valueOf(item)));
+                }
+                if (data.isEmpty()) {
+                    data.put("text/plain", "{}");
+                }
+            } else {
+                data.put("text/plain", cut(String.valueOf(value)));
+            }
+            return data;
+        }
+
         // -- Running cells -----------------------------------------------------------------
 
         private void execute(String code) {
@@ -1419,6 +1548,12 @@ public final class CellgateDriver {
             }
             Map<String, Object> done = new LinkedHashMap<>();
             done.put("status", status);
+            synchronized (payloads) {
+                if (!payloads.isEmpty()) {
+                    done.put("payload", new ArrayList<>(payloads));
+                    payloads.clear();
+                }
+            }
             events.sendJson("done", done);
         }
 
@@ -1801,7 +1936,7 @@ public final class CellgateDriver {
          * Runs on the thread that reads System.in, while the main thread waits in JShell.eval(),
          * so this thread is the only reader of the command queue meanwhile.
          */
-        String requestInput() {
+        String requestInput(String prompt, boolean password) {
             synchronized (cellLock) {
                 if (!cellRunning) {
                     return null;
@@ -1810,8 +1945,8 @@ public final class CellgateDriver {
             // The prompt the cell printed must reach the frontend before the request.
             fences.fence(System.out, System.err, userOut, userErr);
             Map<String, Object> request = new LinkedHashMap<>();
-            request.put("prompt", "");
-            request.put("password", false);
+            request.put("prompt", prompt);
+            request.put("password", password);
             events.sendJson("input_request", request);
             while (true) {
                 Frame frame;

@@ -35,6 +35,14 @@ function varargout = __cellgate_driver__ (request, varargin)
         varargout{1} = request_input (varargin{:});
       case "interrupts"
         varargout{1} = interrupts_seen ();
+      case "display"
+        rich_output (varargin{:});
+      case "clear_output"
+        fflush (stdout);
+        fflush (stderr);
+        send_json ("clear_output", struct ("wait", logical (varargin{1})));
+      case "page"
+        add_page (varargin{1});
       otherwise
         error ("__cellgate_driver__: unknown request %s", request);
     endswitch
@@ -167,6 +175,11 @@ function recover ()
   store (s);
   resync ();
   close_all_figures ();
+  ## An interrupted cell may leave the driver's variables behind in the user's workspace.
+  try
+    evalin ("base", "clear __cellgate_ans__ __cellgate_value__");
+  catch
+  end_try_catch
   send_frame ("forwarder_interrupted", "");
 endfunction
 
@@ -361,8 +374,10 @@ function execute (code)
   s = store ();
   s.cell_count += 1;
   s.in_cell = true;
+  s.payloads = {};
   store (s);
-  problem = run_code (code);
+  define_helpers ();
+  [problem, result] = run_code (code);
   fflush (stdout);
   fflush (stderr);
   ## A cell may have closed the driver's files (`fclose all`).
@@ -373,28 +388,263 @@ function execute (code)
   endif
   if (! isempty (problem))
     send_json ("error", problem);
+  elseif (! isempty (result))
+    data = struct ();
+    data.("text/plain") = result;
+    send_json ("result", struct ("data", data, "metadata", struct ()));
   endif
   s = store ();
   s.in_cell = false;
-  store (s);
-  if (isempty (problem))
-    send_json ("done", struct ("status", "ok"));
-  else
-    send_json ("done", struct ("status", "error"));
+  done = struct ("status", "ok");
+  if (! isempty (problem))
+    done.status = "error";
   endif
+  if (! isempty (s.payloads))
+    done.payload = s.payloads;
+  endif
+  s.payloads = {};
+  store (s);
+  send_json ("done", done);
 endfunction
 
 ## Runs a cell in the base workspace; returns the error event's payload, or [] when it ran
-## through.
-function payload = run_code (code)
+## through, and the cell's result: what Octave would display for the last line (`ans = 3`,
+## `x = ...`) when that line is one statement that shows a value, else "".
+function [payload, result] = run_code (code)
   payload = [];
+  result = "";
   ## Octave's parser only knows "\n" as a line end.
   code = strrep (strrep (code, "\r\n", "\n"), "\r", "\n");
+  [head, last] = split_last_statement (code);
   try
-    evalin ("base", code);
+    if (isempty (last))
+      evalin ("base", code);
+      return;
+    endif
+    if (! isempty (strtrim (head)))
+      evalin ("base", head);
+    endif
   catch problem
     payload = error_payload (problem);
+    return;
   end_try_catch
+  ## The last line runs with its display turned off (a semicolon), so that its output still
+  ## streams and stderr stays stderr; then the value it would have displayed is displayed
+  ## under evalc, which has no side effects for a variable.
+  [~, ~, code_end] = strip_strings_and_comments (last);
+  quiet = [last(1:code_end) ";"];
+  [kind, name] = statement_kind (last);
+  saved_ans = false;
+  try
+    switch (kind)
+      case "assignment"
+        evalin ("base", quiet);
+      case "expression"
+        ## A value the expression yields becomes `ans`; the user's `ans` is kept meanwhile.
+        saved_ans = base_value ("exist ('ans', 'var')") == 1;
+        if (saved_ans)
+          evalin ("base", "__cellgate_ans__ = ans; clear ans");
+        endif
+        evalin ("base", quiet);
+        name = "ans";
+      case "variable"
+      otherwise
+        evalin ("base", last);
+        name = "";
+    endswitch
+  catch problem
+    payload = error_payload (problem);
+    name = "";
+  end_try_catch
+  if (saved_ans)
+    if (base_value ("exist ('ans', 'var')") != 1)
+      evalin ("base", "ans = __cellgate_ans__;");
+      name = "";
+    endif
+    evalin ("base", "clear __cellgate_ans__");
+  endif
+  if (! isempty (name) && base_value (sprintf ("exist ('%s', 'var')", name)) == 1)
+    text = base_value (sprintf ("evalc ('%s')", name));
+    ## Octave displays a value as `x = 3`, or `x =` and the value below after a blank line.
+    result = regexprep (regexprep (text, '^\n+', ""), '\s+$', "");
+  endif
+endfunction
+
+## The value of `expression` evaluated in the base workspace. evalin () with an expression
+## would leave its value in the user's `ans`; an assignment to a variable of the driver's, read
+## back by name and cleared, leaves the workspace as it was.
+function value = base_value (expression)
+  evalin ("base", sprintf ("__cellgate_value__ = %s;", expression));
+  value = evalin ("base", "__cellgate_value__");
+  evalin ("base", "clear __cellgate_value__");
+endfunction
+
+## What a simple statement is: an "assignment" to the variable `name` (`x = ...`, `x(2) = ...`,
+## `s.a = ...`), a "variable" shown by naming it, an "expression", or "other" (an assignment to
+## several variables, which Octave shows one by one).
+function [kind, name] = statement_kind (line)
+  name = "";
+  [stripped, ~] = strip_strings_and_comments (line);
+  do
+    previous = stripped;
+    ## Each bracketed group, nested ones too, becomes one "@", which no name contains.
+    stripped = regexprep (stripped, '\([^][(){}]*\)|\[[^][(){}]*\]|\{[^][(){}]*\}', "@");
+  until (strcmp (stripped, previous))
+  stripped = strtrim (stripped);
+  if (! isempty (regexp (stripped, '(?<![=<>~!])=(?!=)', "once")))
+    target = regexp (stripped, '^([A-Za-z_]\w*)(@|\.[A-Za-z_]\w*)*\s*=(?!=)', "tokens", "once");
+    if (isempty (target))
+      kind = "other";
+    else
+      kind = "assignment";
+      name = target{1};
+    endif
+  elseif (! isempty (regexp (stripped, '^[A-Za-z_]\w*$', "once"))
+          && base_value (sprintf ("exist ('%s', 'var')", stripped)) == 1)
+    kind = "variable";
+    name = stripped;
+  else
+    kind = "expression";
+  endif
+endfunction
+
+## Splits a cell into the code before its last line and that line, when the last line is one
+## simple statement on its own (no `;` or `,` at its top level, no block keyword, not
+## continued from the line before); otherwise `last` is "".
+function [head, last] = split_last_statement (code)
+  head = code;
+  last = "";
+  lines = strsplit (code, "\n");
+  index = numel (lines);
+  while (index > 0)
+    [stripped, open_string] = strip_strings_and_comments (lines{index});
+    if (open_string)
+      return;
+    endif
+    ## A line of comments is blank; one that only holds a string is not.
+    if (! isempty (regexp (lines{index}, '^\s*[^\s%#]', "once")))
+      break;
+    endif
+    index -= 1;
+  endwhile
+  if (index == 0)
+    return;
+  endif
+  line = stripped;
+  do
+    previous = line;
+    line = regexprep (line, '\([^][(){}]*\)|\[[^][(){}]*\]|\{[^][(){}]*\}', " ");
+  until (strcmp (line, previous))
+  words = regexp (line, '(?<![\w.])[A-Za-z_]\w*', "match");
+  keywords = {"if", "elseif", "else", "for", "parfor", "while", "switch", "case", ...
+              "otherwise", "try", "catch", "do", "until", "function", "unwind_protect", ...
+              "unwind_protect_cleanup", "classdef", "end", "endif", "endfor", "endwhile", ...
+              "endswitch", "end_try_catch", "endfunction", "end_unwind_protect", "break", ...
+              "continue", "return", "global", "persistent"};
+  if (any (ismember (line, ";,")) || any (ismember (words, keywords)))
+    return;
+  endif
+  candidate_head = strjoin (lines(1:index - 1), "\n");
+  candidate = lines{index};
+  head_state = is_complete (struct ("code", candidate_head));
+  line_state = is_complete (struct ("code", candidate));
+  if (! strcmp (head_state.status, "complete") || ! strcmp (line_state.status, "complete"))
+    return;
+  endif
+  head = candidate_head;
+  last = candidate;
+endfunction
+
+## ---------------------------------------------------------------------------------------------
+## Rich output: the functions cells call, defined in the base workspace as command-line
+## functions before every cell (`clear all` removes them) unless a function of that name
+## exists. Octave has none of its own; `display` is its name for showing a value.
+
+function define_helpers ()
+  persistent sources;
+  if (isempty (sources))
+    ## Each helper passes its arguments on to the driver, which is locked in memory.
+    sources = struct ();
+    sources.display_data = {"function display_data (varargin)", ...
+      "  __cellgate_driver__ ('display', 'display', varargin{:});"};
+    sources.update_display = {"function update_display (display_id, varargin)", ...
+      ["  __cellgate_driver__ ('display', 'update_display', varargin{:}, ", ...
+       "'display_id', display_id);"]};
+    types = struct ("display_html", "text/html", "display_markdown", "text/markdown", ...
+                    "display_svg", "image/svg+xml", "display_latex", "text/latex");
+    for name = fieldnames (types)'
+      sources.(name{1}) = {sprintf("function %s (text, varargin)", name{1}), ...
+        sprintf("  __cellgate_driver__ ('display', 'display', '%s', text, varargin{:});", ...
+                types.(name{1}))};
+    endfor
+    sources.clear_output = {"function clear_output (wait)", ...
+      "  __cellgate_driver__ ('clear_output', nargin > 0 && wait);"};
+    sources.page = {"function page (text)", "  __cellgate_driver__ ('page', text);"};
+  endif
+  for name = fieldnames (sources)'
+    if (! exist (name{1}))
+      evalin ("base", strjoin ([sources.(name{1}), {"endfunction"}], "\n"));
+    endif
+  endfor
+endfunction
+
+## Sends a display (`kind` "display" or "update_display"). The arguments are MIME type and
+## content pairs (`"text/html", "<b>hi</b>"`), a value first shown as Octave displays it, and
+## `"display_id", ID` for a display that update_display () replaces later.
+function rich_output (kind, varargin)
+  data = struct ();
+  display_id = "";
+  arguments = varargin;
+  if (! isempty (arguments) && ! (ischar (arguments{1}) && any (arguments{1} == "/")
+                                   && numel (arguments) > 1))
+    if (ischar (arguments{1}))
+      data.("text/plain") = arguments{1};
+    else
+      data.("text/plain") = strtrim (evalc ("disp (arguments{1})"));
+    endif
+    arguments(1) = [];
+  endif
+  if (mod (numel (arguments), 2) != 0)
+    error ("Octave:invalid-fun-call", "%s: MIME types and contents come in pairs", kind);
+  endif
+  for i = 1:2:numel (arguments)
+    key = arguments{i};
+    value = arguments{i + 1};
+    if (! ischar (key))
+      error ("Octave:invalid-fun-call", "%s: a MIME type must be a string", kind);
+    elseif (strcmp (key, "display_id"))
+      display_id = value;
+    elseif (ischar (value))
+      data.(key) = value;
+    else
+      data.(key) = strtrim (evalc ("disp (value)"));
+    endif
+  endfor
+  if (isempty (fieldnames (data)))
+    error ("Octave:invalid-fun-call", "%s: nothing to show", kind);
+  endif
+  output = struct ("data", data, "metadata", struct ());
+  if (! isempty (display_id))
+    output.transient = struct ("display_id", char (display_id));
+  elseif (strcmp (kind, "update_display"))
+    error ("Octave:invalid-fun-call", "update_display: a display id is needed");
+  endif
+  fflush (stdout);
+  fflush (stderr);
+  send_json (kind, output);
+endfunction
+
+## Shows text in the frontend's pager: an execute_reply payload of the running cell.
+function add_page (text)
+  s = store ();
+  if (! isfield (s, "in_cell") || ! s.in_cell)
+    printf ("%s\n", text);
+    return;
+  endif
+  data = struct ();
+  data.("text/plain") = text;
+  s.payloads{end + 1} = struct ("source", "page", "data", data, "start", 0);
+  store (s);
 endfunction
 
 function payload = error_payload (problem)
@@ -529,7 +779,7 @@ function reply = complete (request)
   token = regexp (before, '[A-Za-z_][A-Za-z0-9_.]*$', "match", "once");
   matches = {};
   if (! isempty (token))
-    found = evalin ("base", sprintf ("completion_matches ('%s')", token));
+    found = base_value (sprintf ("completion_matches ('%s')", token));
     matches = unique (cellstr (found))';
     matches = matches(! cellfun (@isempty, matches));
   endif
@@ -594,14 +844,17 @@ endfunction
 
 ## The line without string literals and comments, for counting keywords and brackets. An
 ## apostrophe is a transpose after a name, a closing bracket, a number or another quote.
-function [result, open_string] = strip_strings_and_comments (line)
+function [result, open_string, code_end] = strip_strings_and_comments (line)
   result = blanks (0);
   open_string = false;
   i = 1;
   n = numel (line);
+  ## Where the code ends and a comment begins.
+  code_end = n;
   while (i <= n)
     c = line(i);
     if (c == "%" || c == "#")
+      code_end = i - 1;
       break;
     elseif (c == '"' || (c == "'" && ! is_transpose (line, i)))
       closing = i + 1;
@@ -645,8 +898,8 @@ function reply = inspect (request)
     return;
   endif
   text = "";
-  if (evalin ("base", sprintf ("exist ('%s', 'var')", name)) == 1)
-    text = evalin ("base", sprintf ("evalc ('display (%s)')", name));
+  if (base_value (sprintf ("exist ('%s', 'var')", name)) == 1)
+    text = base_value (sprintf ("evalc ('display (%s)')", name));
   elseif (any (exist (name) == [2, 3, 5, 103]))
     text = evalc (sprintf ("help ('%s')", name));
   endif

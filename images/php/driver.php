@@ -530,17 +530,25 @@ namespace Cellgate {
             }
         }
 
+        /**
+         * Writes the frames from the main process in order, with the output around them. Output
+         * a stream delivered after marker N (a piece tagged N) was written after the frames that
+         * follow fence N were sent, so it waits until they are out: until the next fence is at
+         * the head of the queue, or the queue is empty.
+         */
         private function pump(): void
         {
             while (true) {
-                $this->flushStreams($this->writtenFence);
                 if (!$this->pending) {
+                    $this->flushStreams($this->writtenFence);
                     $this->fenceWaitSince = null;
                     return;
                 }
                 [$kind, $body] = $this->pending[0];
                 if ($kind === 'fence') {
                     $fence = (int) $body;
+                    // All output before this fence's markers goes before the frames after it.
+                    $this->flushStreams($fence - 1);
                     foreach ($this->streams as $stream) {
                         if ($stream['seen'] < $fence) {
                             $this->fenceWaitSince ??= microtime(true);
@@ -803,6 +811,8 @@ namespace Cellgate {
                     $next = self::nextSignificant($tokens, $index);
                     $call = $next !== null && $tokens[$next]->id === '(' ? '' : '()';
                     $edits[] = [$token->offset, $token->end(), '\\Cellgate\\ExitRequest::raise' . $call, 3];
+                } elseif (($input = self::inputRewrite($tokens, $index, $analysis['namespaced'])) !== null) {
+                    $edits[] = [$token->offset, $token->end(), $input, 3];
                 } elseif ($token->id === T_DIR) {
                     $edits[] = [$token->offset, $token->end(), var_export($directory, true), 3];
                 } elseif ($token->id === T_FILE) {
@@ -868,6 +878,43 @@ namespace Cellgate {
                 if (!\in_array($tokens[$i]->id, self::TRIVIA, true)) {
                     return $i;
                 }
+            }
+            return null;
+        }
+
+        /**
+         * What a call of `readline()` or a use of the `STDIN` constant becomes, or null for
+         * any other token. The user's stdin is /dev/null, so both are pointed at the driver's
+         * versions, which ask the frontend for a line. In a namespaced cell an unqualified name
+         * may be the namespace's own, so only `\readline` and `\STDIN` are taken there.
+         *
+         * @param list<Token> $tokens
+         */
+        private static function inputRewrite(array $tokens, int $index, bool $namespaced): ?string
+        {
+            $token = $tokens[$index];
+            if ($token->id === T_NAME_FULLY_QUALIFIED) {
+                $name = substr($token->text, 1);
+            } elseif ($token->id === T_STRING && !$namespaced) {
+                $name = $token->text;
+            } else {
+                return null;
+            }
+            $previous = self::previousSignificant($tokens, $index);
+            if ($previous !== null && $tokens[$previous]->is(
+                T_FUNCTION, T_DOUBLE_COLON, T_OBJECT_OPERATOR, T_NULLSAFE_OBJECT_OPERATOR, T_CONST,
+                T_NEW, T_USE, T_NAMESPACE, T_CLASS, T_INTERFACE, T_TRAIT, T_ENUM,
+                self::AMPERSAND, T_AMPERSAND_FOLLOWED_BY_VAR_OR_VARARG,
+            )) {
+                return null;
+            }
+            $next = self::nextSignificant($tokens, $index);
+            $called = $next !== null && $tokens[$next]->id === '(';
+            if ($called && strcasecmp($name, 'readline') === 0) {
+                return '\\Cellgate\\readline';
+            }
+            if (!$called && $name === 'STDIN') {
+                return '\\Cellgate\\stdin()';
             }
             return null;
         }
@@ -1910,6 +1957,130 @@ namespace Cellgate {
     // -----------------------------------------------------------------------------------------
     // The kernel (main process).
 
+    /**
+     * Shows `$value` as display_data. An array whose keys are all MIME types is a MIME bundle
+     * (`['text/html' => '<b>hi</b>', 'text/plain' => 'hi']`); anything else is shown as the
+     * value of a cell is. A `$displayId` lets update_display() replace it later.
+     */
+    function display(mixed $value, ?string $displayId = null, array $metadata = []): void
+    {
+        $output = ['data' => mime_bundle($value), 'metadata' => (object) $metadata];
+        if ($displayId !== null) {
+            $output['transient'] = ['display_id' => $displayId];
+        }
+        Kernel::userEvent('display', $output);
+    }
+
+    /** Replaces what the display shown with `$displayId` holds. */
+    function update_display(mixed $value, string $displayId, array $metadata = []): void
+    {
+        Kernel::userEvent('update_display', [
+            'data' => mime_bundle($value),
+            'metadata' => (object) $metadata,
+            'transient' => ['display_id' => $displayId],
+        ]);
+    }
+
+    /** Clears the cell's output; with `$wait`, only once new output arrives. */
+    function clear_output(bool $wait = false): void
+    {
+        Kernel::userEvent('clear_output', ['wait' => $wait]);
+    }
+
+    /** Shows text in the frontend's pager (help text, in IPython). */
+    function page(string $text): void
+    {
+        Kernel::addPayload(['source' => 'page', 'data' => ['text/plain' => $text], 'start' => 0]);
+    }
+
+    /** What `readline()` in a cell calls: a line from the frontend, false at the end of input. */
+    function readline(?string $prompt = null): string|false
+    {
+        return Kernel::requestInput((string) $prompt, false) ?? false;
+    }
+
+    /** What `STDIN` in a cell means: a stream whose lines come from the frontend. */
+    function stdin()
+    {
+        static $stream = null;
+        if ($stream === null) {
+            if (!\in_array('cellgate-stdin', stream_get_wrappers(), true)) {
+                stream_wrapper_register('cellgate-stdin', FrontendInput::class);
+            }
+            $stream = fopen('cellgate-stdin://', 'rb');
+        }
+        return $stream;
+    }
+
+    function mime_bundle(mixed $value): array
+    {
+        if (\is_array($value) && $value !== []) {
+            $bundle = true;
+            foreach ($value as $key => $item) {
+                if (!\is_string($key) || !preg_match('~\A[\w.+-]+/[\w.+-]+\z~', $key)) {
+                    $bundle = false;
+                    break;
+                }
+            }
+            if ($bundle) {
+                return array_map(
+                    fn ($item) => \is_string($item) || \is_array($item) ? $item : (string) $item,
+                    $value,
+                );
+            }
+        }
+        return ['text/plain' => \is_string($value) ? $value : Render::value($value)];
+    }
+
+    /** The stream wrapper behind stdin(): each read that finds nothing asks for a line. */
+    final class FrontendInput
+    {
+        /** @var resource|null Set by PHP for every stream wrapper. */
+        public $context;
+        private string $buffer = '';
+        private bool $ended = false;
+
+        public function stream_open(string $path, string $mode, int $options, ?string &$opened): bool
+        {
+            return true;
+        }
+
+        public function stream_read(int $count): string|false
+        {
+            if ($this->buffer === '' && !$this->ended) {
+                $line = Kernel::requestInput('', false);
+                if ($line === null) {
+                    $this->ended = true;
+                } else {
+                    $this->buffer = $line . "\n";
+                }
+            }
+            $chunk = substr($this->buffer, 0, $count);
+            $this->buffer = (string) substr($this->buffer, \strlen($chunk));
+            return $chunk;
+        }
+
+        public function stream_eof(): bool
+        {
+            // Each end of input is one: the next read asks the frontend again.
+            if ($this->ended && $this->buffer === '') {
+                $this->ended = false;
+                return true;
+            }
+            return false;
+        }
+
+        public function stream_stat(): array
+        {
+            return [];
+        }
+
+        public function stream_set_option(int $option, int $arg1, ?int $arg2): bool
+        {
+            return false;
+        }
+    }
+
     final class Kernel
     {
         /** @var resource */
@@ -1935,6 +2106,8 @@ namespace Cellgate {
         private static bool $inUserCode = false;
         // A SIGINT that arrived during a cell while the driver's own code ran.
         private static bool $interruptPending = false;
+        /** @var list<array> The running cell's execute_reply payloads (pager text). */
+        private static array $payloads = [];
         private static ?CellPlan $plan = null;
         private static int $cellNumber = 0;
         // The current cell as the user wrote it (behind an opening tag), for error messages.
@@ -2320,7 +2493,12 @@ namespace Cellgate {
             if ($error !== null) {
                 self::emit('error', $error);
             }
-            self::emit('done', ['status' => $error === null ? 'ok' : 'error']);
+            $done = ['status' => $error === null ? 'ok' : 'error'];
+            if (self::$payloads) {
+                $done['payload'] = self::$payloads;
+                self::$payloads = [];
+            }
+            self::emit('done', $done);
             self::$cellRunning = false;
             self::$interruptPending = false;
             self::$plan = null;
@@ -2581,6 +2759,97 @@ namespace Cellgate {
             // kernel, not to this copy of it.
             posix_kill(getmypid(), SIGKILL);
             exit(0);
+        }
+
+        // -- What cells call: rich output and input ----------------------------------------
+
+        /**
+         * Sends an event on behalf of the user's code. A SIGINT meanwhile waits until the
+         * frame is out, then interrupts the cell.
+         */
+        public static function userEvent(string $kind, array $payload): void
+        {
+            if (getmypid() !== self::$pid) {
+                return;
+            }
+            $wasInUserCode = self::$inUserCode;
+            self::$inUserCode = false;
+            try {
+                self::emit($kind, $payload);
+            } finally {
+                self::$inUserCode = $wasInUserCode;
+            }
+            self::interruptIfPending($wasInUserCode);
+        }
+
+        /** Adds a payload to the running cell's execute_reply (`page` for the pager). */
+        public static function addPayload(array $payload): void
+        {
+            if (self::$cellRunning) {
+                self::$payloads[] = $payload;
+            }
+        }
+
+        private static function interruptIfPending(bool $inUserCode): void
+        {
+            if ($inUserCode && self::$interruptPending) {
+                self::$interruptPending = false;
+                throw new Interrupt('Interrupted');
+            }
+        }
+
+        /**
+         * Asks the frontend for a line of input; null at the end of input (no frontend stdin,
+         * or outside a cell). An interrupt while waiting stops the cell.
+         */
+        public static function requestInput(string $prompt, bool $password): ?string
+        {
+            if (getmypid() !== self::$pid || !self::$cellRunning) {
+                return null;
+            }
+            $wasInUserCode = self::$inUserCode;
+            self::$inUserCode = false;
+            try {
+                self::emit('input_request', ['prompt' => $prompt, 'password' => $password]);
+                while (true) {
+                    self::interruptIfPending($wasInUserCode);
+                    // Waiting in select rather than in a read lets a SIGINT be noticed.
+                    $read = [self::$commands];
+                    $none = null;
+                    if (!@stream_select($read, $none, $none, 0, 50000)) {
+                        continue;
+                    }
+                    [$kind, $body] = self::receive();
+                    switch ($kind) {
+                        case 'input_reply':
+                            return $body;
+                        case 'input_abort':
+                            return null;
+                        case 'shutdown':
+                            self::quit(0);
+                        case 'complete':
+                        case 'is_complete':
+                        case 'inspect':
+                            // The cell is not finished, so the kernel cannot look inside it.
+                            $empty = new \stdClass();
+                            self::emit(...match ($kind) {
+                                'complete' => ['complete_reply', [
+                                    'matches' => [], 'cursor_start' => 0, 'cursor_end' => 0,
+                                    'metadata' => $empty,
+                                ]],
+                                'is_complete' => ['is_complete_reply', ['status' => 'unknown']],
+                                'inspect' => ['inspect_reply', [
+                                    'found' => false, 'data' => $empty, 'metadata' => $empty,
+                                ]],
+                            });
+                            break;
+                        default:
+                            self::log("ignored a $kind command while a cell waits for input");
+                    }
+                }
+            } finally {
+                self::$inUserCode = $wasInUserCode;
+            }
         }
 
         // -- Signals and errors ------------------------------------------------------------

@@ -45,7 +45,8 @@ open_channels <- function() {
   driver$frames <- fifo(sprintf("/dev/fd/%d", FD_FRAMES), open = "wb", blocking = TRUE)
   driver$replies <- fifo(sprintf("/dev/fd/%d", FD_REPLIES), open = "rb", blocking = TRUE)
   driver$diagnostics <- tryCatch(
-    file(sprintf("/dev/fd/%d", FD_DIAGNOSTICS), open = "a"),
+    # raw: it is a pipe, and R warns (at exit, on the user's stderr) when it has to find out.
+    file(sprintf("/dev/fd/%d", FD_DIAGNOSTICS), open = "a", raw = TRUE),
     error = function(e) NULL
   )
   # A second, non-blocking view of the command pipe, so that a readline() waiting for the
@@ -635,7 +636,10 @@ execute <- function(code) {
     flush(stdout())
     flush(stderr())
   })
-  send_json("done", list(status = status))
+  done <- list(status = status)
+  if (length(cell_payloads)) done$payload <- cell_payloads
+  driver$cell_payloads <- list()
+  send_json("done", done)
 }
 
 # R's system(), like C's, ignores SIGINT while it waits for its child: an interrupt kills the
@@ -663,6 +667,99 @@ checking_interrupts <- function(original) {
   }, list(ORIGINAL = original, COUNT = interrupts_seen, CHECK = stop_if_interrupted))
   environment(checked) <- baseenv()
   checked
+}
+
+# -------------------------------------------------------------------------------------------
+# Rich output: the functions cells call, attached to the search path as "cellgate". Their
+# names and arguments follow IRdisplay's, so notebooks written for IRkernel mostly work as
+# they are (without the `IRdisplay::` prefix).
+
+EMPTY_OBJECT <- structure(list(), names = character(0))
+# The execute_reply payloads of the running cell (help pages for the pager).
+cell_payloads <- list()
+
+is_mime_bundle <- function(value) {
+  is.list(value) && length(value) > 0L && !is.null(names(value)) &&
+    all(grepl("^[[:alnum:]._+-]+/[[:alnum:]._+-]+$", names(value)))
+}
+
+# What `value` looks like as a MIME bundle: a list named by MIME types is one already; with
+# `mime`, the value's text is shown as that type; anything else as R prints it.
+mime_bundle <- function(value, mime = NULL) {
+  if (!is.null(mime)) {
+    return(stats::setNames(list(paste(as.character(value), collapse = "\n")), mime))
+  }
+  if (is_mime_bundle(value)) {
+    return(lapply(value, function(item) {
+      if (is.list(item)) item else paste(as.character(item), collapse = "\n")
+    }))
+  }
+  list(`text/plain` = paste(utils::capture.output(print_value(value)), collapse = "\n"))
+}
+
+send_display <- function(kind, data, metadata, display_id) {
+  output <- list(data = data, metadata = if (length(metadata)) metadata else EMPTY_OBJECT)
+  if (!is.null(display_id)) output$transient <- list(display_id = as.character(display_id))
+  try(silent = TRUE, flush(stdout()))
+  send_json(kind, output)
+  invisible()
+}
+
+display_functions <- list(
+  publish_mimebundle = function(data, metadata = NULL, display_id = NULL) {
+    send_display("display", mime_bundle(data), metadata, display_id)
+  },
+  display = function(obj, mime = NULL, display_id = NULL, metadata = NULL) {
+    send_display("display", mime_bundle(obj, mime), metadata, display_id)
+  },
+  update_display = function(obj, display_id, mime = NULL, metadata = NULL) {
+    send_display("update_display", mime_bundle(obj, mime), metadata, display_id)
+  },
+  display_html = function(data, display_id = NULL) {
+    send_display("display", mime_bundle(data, "text/html"), NULL, display_id)
+  },
+  display_markdown = function(data, display_id = NULL) {
+    send_display("display", mime_bundle(data, "text/markdown"), NULL, display_id)
+  },
+  display_latex = function(data, display_id = NULL) {
+    send_display("display", mime_bundle(data, "text/latex"), NULL, display_id)
+  },
+  display_javascript = function(data, display_id = NULL) {
+    send_display("display", mime_bundle(data, "application/javascript"), NULL, display_id)
+  },
+  display_svg = function(data, display_id = NULL) {
+    send_display("display", mime_bundle(data, "image/svg+xml"), NULL, display_id)
+  },
+  display_png = function(data = NULL, file = NULL, display_id = NULL) {
+    if (is.null(data)) data <- readBin(file, "raw", file.size(file))
+    send_display("display", list(`image/png` = base64_encode(data)), NULL, display_id)
+  },
+  # IRdisplay waits for new output by default, and so does this.
+  clear_output = function(wait = TRUE) {
+    try(silent = TRUE, flush(stdout()))
+    send_json("clear_output", list(wait = isTRUE(wait)))
+    invisible()
+  }
+)
+for (name in names(display_functions)) environment(display_functions[[name]]) <- driver
+
+add_page <- function(text) {
+  if (!cell_running) {
+    cat(text, "\n", sep = "")
+    return(invisible())
+  }
+  page <- list(source = "page", data = list(`text/plain` = text), start = 0L)
+  driver$cell_payloads[[length(cell_payloads) + 1L]] <- page
+  invisible()
+}
+
+# The pager that `?topic`, help() and utils::page() call: during a cell the page goes to the
+# frontend's pager, as an execute_reply payload.
+show_pages <- function(files, header, title, delete.file) {
+  text <- unlist(lapply(files, readLines, warn = FALSE, encoding = "UTF-8"))
+  if (isTRUE(delete.file)) unlink(files)
+  # Help text marks emphasis with backspaces, which a notebook would show literally.
+  add_page(gsub(".\b", "", paste(text, collapse = "\n"), perl = TRUE))
 }
 
 # -------------------------------------------------------------------------------------------
@@ -908,12 +1005,10 @@ setup_session <- function() {
     keep.source = TRUE,
     # Help is shown as text; there is no browser to open.
     help_type = "text",
-    # A pager would wait for a keypress that never comes.
-    pager = function(files, header, title, delete.file) {
-      for (file in files) cat(readLines(file, warn = FALSE), sep = "\n")
-      if (isTRUE(delete.file)) unlink(files)
-    }
+    # A pager would wait for a keypress that never comes; the frontend has one of its own.
+    pager = show_pages
   )
+  attach(list2env(display_functions), name = "cellgate", warn.conflicts = FALSE)
   # Completions of function arguments and of installed packages, as in the R console.
   utils::rc.settings(ipck = TRUE)
 }

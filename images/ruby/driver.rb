@@ -234,6 +234,86 @@ module Cellgate
     end
   end
 
+  # What cells call for rich output and input. IRuby's names work too (`IRuby.display`,
+  # `IRuby.html`, `IRuby.clear_output`, `IRuby.input`), so notebooks written for it run here.
+  module Display
+    MIME_TYPE = %r{\A[\w.+-]+/[\w.+-]+\z}.freeze
+    # The methods an object may have to show itself richly, as IRuby looks for them.
+    RICH_METHODS = {
+      to_html: 'text/html', to_svg: 'image/svg+xml', to_markdown: 'text/markdown',
+      to_latex: 'text/latex'
+    }.freeze
+
+    extend self
+
+    # Shows `object` as display_data: a Hash whose keys are all MIME types is a MIME bundle;
+    # with `mime:` the object's text is shown as that type; any other object as its `inspect`,
+    # with the rich forms it offers (`to_html` and friends). A `display_id:` lets
+    # update_display replace it later.
+    def display(object, mime: nil, display_id: nil, metadata: {})
+      output = { data: bundle(object, mime), metadata: metadata }
+      output[:transient] = { display_id: display_id.to_s } if display_id
+      Cellgate.driver.publish('display', output)
+      nil
+    end
+
+    def update_display(object, display_id:, mime: nil, metadata: {})
+      Cellgate.driver.publish('update_display', {
+                                data: bundle(object, mime), metadata: metadata,
+                                transient: { display_id: display_id.to_s }
+                              })
+      nil
+    end
+
+    def html(text)
+      display(text.to_s, mime: 'text/html')
+    end
+
+    # Clears the cell's output; with `wait`, only once new output arrives.
+    def clear_output(wait = false)
+      Cellgate.driver.publish('clear_output', { wait: wait ? true : false })
+      nil
+    end
+
+    # Shows text in the frontend's pager.
+    def page(text)
+      Cellgate.driver.add_payload({ source: 'page', data: { 'text/plain' => text.to_s }, start: 0 })
+      nil
+    end
+
+    # A line from the frontend, asked for with `prompt` (without its newline); nil at the end
+    # of input. `gets` asks too, but has no prompt.
+    def input(prompt = '', password: false)
+      Cellgate.driver.request_input(prompt.to_s, password)&.chomp
+    end
+
+    def password(prompt = 'Password: ')
+      input(prompt, password: true)
+    end
+
+    private
+
+    def bundle(object, mime)
+      return { mime => object.to_s } if mime
+      if object.is_a?(Hash) && !object.empty? && object.keys.all? { |key| key.to_s.match?(MIME_TYPE) }
+        return object.to_h { |key, value| [key.to_s, value.is_a?(String) || value.is_a?(Hash) ? value : value.to_s] }
+      end
+
+      data = { 'text/plain' => object.is_a?(String) ? object : object.inspect }
+      RICH_METHODS.each do |method, type|
+        data[type] = object.public_send(method).to_s if object.respond_to?(method)
+      end
+      data
+    end
+  end
+
+  extend Display
+
+  class << self
+    # The kernel of this process.
+    attr_accessor :driver
+  end
+
   # One kernel: the user's binding and everything that runs code in it.
   class Driver
     def initialize
@@ -245,6 +325,9 @@ module Cellgate
       # True while a cell waits for a line from the frontend.
       @waiting_for_input = false
       @binding = TOPLEVEL_BINDING
+      # The running cell's execute_reply payloads (pager text).
+      @payloads = []
+      Cellgate.driver = self
       setup_channels
       setup_signals
       setup_globals
@@ -281,6 +364,15 @@ module Cellgate
           log("driver error handling #{kind}: #{e.full_message(highlight: false)}")
         end
       end
+    end
+
+    # Sends an event for the user's code (a display, say), after the output before it.
+    def publish(kind, payload)
+      emit(kind, payload)
+    end
+
+    def add_payload(payload)
+      @payloads << payload if @cell_running
     end
 
     # Asks the frontend for a line for `gets`; nil (end of file) when the frontend has no
@@ -504,7 +596,10 @@ module Cellgate
         end_cell
       end
       emit('error', error_payload(error)) if error
-      emit('done', { status: error ? 'error' : 'ok' })
+      done = { status: error ? 'error' : 'ok' }
+      done[:payload] = @payloads.dup unless @payloads.empty?
+      @payloads.clear
+      emit('done', done)
     end
 
     def end_cell
@@ -809,5 +904,7 @@ module Cellgate
     end
   end
 end
+
+IRuby = Cellgate::Display unless defined?(IRuby)
 
 Cellgate::Driver.new.serve if File.expand_path($PROGRAM_NAME) == Cellgate::DRIVER_FILE

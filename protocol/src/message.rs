@@ -140,6 +140,15 @@ struct RawMessage {
     channel: Option<String>,
 }
 
+/// The channel of a message that names none. jupyter_server's gateway client sends every
+/// message without one, its answers to `input()` included; those can only be meant for stdin.
+fn implied_channel(header: &Value) -> Channel {
+    match header.get("msg_type").and_then(Value::as_str) {
+        Some("input_reply") => Channel::Stdin,
+        _ => Channel::Shell,
+    }
+}
+
 impl Message {
     /// A message from the kernel answering (or caused by) `parent`.
     pub fn reply_to(parent: &Header, session: &str, channel: Channel, content: Content) -> Message {
@@ -153,11 +162,12 @@ impl Message {
     }
 
     /// Decodes the legacy JSON websocket frame: one object with a top-level `channel`. As in
-    /// jupyter_server, a message without one (or with `null`) is for the shell channel.
+    /// jupyter_server, a message without one (or with `null`) is for the shell channel, but
+    /// for `input_reply`, which only the stdin channel takes.
     pub fn from_json(text: &str) -> Result<Message, MessageError> {
         let raw: RawMessage = serde_json::from_str(text).map_err(MessageError::Json)?;
         let channel = match raw.channel {
-            None => Channel::Shell,
+            None => implied_channel(&raw.header),
             Some(name) => Channel::parse(&name).ok_or(MessageError::Channel(name))?,
         };
         Message::from_values(
@@ -337,6 +347,16 @@ mod tests {
             reply.to_json_value()["parent_header"]["date"],
             json!(1796643177.02)
         );
+    }
+
+    #[test]
+    fn an_input_reply_without_a_channel_is_for_stdin() {
+        let text = json!({
+            "header": {"msg_id": "m3", "msg_type": "input_reply", "date": 1.5},
+            "content": {"value": "42"}
+        })
+        .to_string();
+        assert_eq!(Message::from_json(&text).unwrap().channel, Channel::Stdin);
     }
 
     #[test]
