@@ -284,8 +284,35 @@ fn quit_session(base: &str, session: &str) -> std::io::Result<()> {
         stream,
         "DELETE /session/{session} HTTP/1.1\r\nHost: {base}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
+    // chromedriver answers once Chromium is closed but keeps the connection open despite
+    // `Connection: close`: read the head and its Content-Length body, not up to the end of the
+    // stream, which would wait out the read timeout on every drop.
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map(drop)
+    let mut chunk = [0u8; 4096];
+    while !answer_complete(&answer) {
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..read]);
+    }
+    Ok(())
+}
+
+/// Whether `answer` holds a whole HTTP/1.1 answer: its head and as much body as its
+/// Content-Length says.
+fn answer_complete(answer: &[u8]) -> bool {
+    let Some(end) = answer.windows(4).position(|window| window == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&answer[..end]);
+    let length = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    answer.len() >= end + 4 + length
 }
 
 /// One plain-HTTP WebDriver request.
