@@ -69,6 +69,24 @@ async fn state_persists_and_output_is_captured_at_the_fd_level() {
     assert!(run.stderr().contains("err\n"), "{:?}", run.stderr());
 }
 
+/// One `print` is one `stream` message, as from ipykernel: nbclient keeps every message as an
+/// output of its own, so a print split in two would be two outputs in the saved notebook.
+#[tokio::test]
+async fn a_print_is_one_stream_message() {
+    let server = Server::start().await;
+    let (_, mut socket) = python(&server).await;
+    let run = socket.execute("print(1)\nprint('two', 2)").await;
+    let streams: Vec<String> = run
+        .messages
+        .iter()
+        .filter_map(|message| match &message.content {
+            Content::Stream(stream) => Some(stream.text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streams, ["1\ntwo 2\n"], "{:?}", run.types());
+}
+
 #[tokio::test]
 async fn output_streams_while_the_cell_is_still_running() {
     let server = Server::start().await;

@@ -26,6 +26,12 @@ use crate::error::RunnerError;
 
 /// How long a driver gets to exit after `shutdown` before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Output of one stream that arrives within this long is sent as one `stream` message, as
+/// ipykernel batches it: `print(1)` is one message, not `1` and then a newline. Output still
+/// streams while a cell runs; a cell's end, or any other output, sends what waits at once.
+const STREAM_COALESCE: Duration = Duration::from_millis(50);
+/// Stream text sent at once, without waiting for more, when this much has gathered.
+const STREAM_BATCH_MAX: usize = 64 * 1024;
 
 pub(crate) struct Actor {
     pub kernel: Arc<Kernel>,
@@ -73,7 +79,15 @@ struct Cell {
     error: Option<ErrorInfo>,
     stdout: StreamText,
     stderr: StreamText,
+    /// Decoded stream text not sent yet, and when it is sent at the latest.
+    waiting: Option<WaitingText>,
     budget: OutputBudget,
+}
+
+struct WaitingText {
+    name: &'static str,
+    text: String,
+    until: tokio::time::Instant,
 }
 
 impl Actor {
@@ -379,6 +393,7 @@ impl Actor {
             error: None,
             stdout: StreamText::default(),
             stderr: StreamText::default(),
+            waiting: None,
             budget: OutputBudget::new(self.output_cap),
         };
         if !execute.silent {
@@ -552,6 +567,10 @@ impl Actor {
             });
         }
         loop {
+            let send_waiting_at = cell
+                .as_ref()
+                .and_then(|cell| cell.waiting.as_ref())
+                .map(|waiting| waiting.until);
             tokio::select! {
                 biased;
                 op = self.control.recv() => {
@@ -594,6 +613,11 @@ impl Actor {
                 request = self.stdin.recv() => {
                     if let Some(request) = request {
                         self.input_reply(request, cell.as_deref()).await;
+                    }
+                }
+                _ = sleep_until(send_waiting_at), if send_waiting_at.is_some() => {
+                    if let Some(cell) = cell.as_deref_mut() {
+                        self.send_waiting(cell);
                     }
                 }
             }
@@ -745,7 +769,28 @@ impl Actor {
         if truncated {
             text.push_str(&decoder.finish());
         }
-        self.publish_stream(&cell.parent, name, text);
+        // Text of the other stream goes first, so the two keep the order they were written in.
+        if cell.waiting.as_ref().is_some_and(|waiting| waiting.name != name) {
+            self.send_waiting(cell);
+        }
+        match &mut cell.waiting {
+            Some(waiting) => waiting.text.push_str(&text),
+            None if !text.is_empty() => {
+                cell.waiting = Some(WaitingText {
+                    name,
+                    text,
+                    until: tokio::time::Instant::now() + STREAM_COALESCE,
+                });
+            }
+            None => {}
+        }
+        let full = cell
+            .waiting
+            .as_ref()
+            .is_some_and(|waiting| waiting.text.len() >= STREAM_BATCH_MAX);
+        if truncated || full {
+            self.send_waiting(cell);
+        }
         if truncated {
             let notice = format!(
                 "\n[cellgate: this cell printed more than {} bytes; the rest of its output was dropped. The kernel is still running.]\n",
@@ -755,7 +800,16 @@ impl Actor {
         }
     }
 
+    /// Sends the stream text gathered so far.
+    fn send_waiting(&mut self, cell: &mut Cell) {
+        if let Some(waiting) = cell.waiting.take() {
+            self.publish_stream(&cell.parent, waiting.name, waiting.text);
+        }
+    }
+
+    /// Sends every bit of stream text the cell has, before other output or its end.
     fn flush_streams(&mut self, cell: &mut Cell) {
+        self.send_waiting(cell);
         let parent = cell.parent.clone();
         let stdout = cell.stdout.finish();
         self.publish_stream(&parent, "stdout", stdout);
@@ -835,6 +889,14 @@ fn is_answer(event: &Event) -> bool {
             | Event::InspectReply(_)
             | Event::Ready(_)
     )
+}
+
+/// Waits until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn wait_for(driver: &Arc<dyn Driver>) -> crate::backend::ExitReport {
