@@ -225,11 +225,14 @@ async fn the_notebook_runs_cells_in_a_browser() {
         })
         .await;
 
-    // A kernel that dies is reported; the next cell runs in a new one.
+    // A kernel that dies is restarted, and the page says its variables are gone; the next
+    // cell runs in the fresh one.
     let count = count + 1;
     run(&browser, count, "import os\nos._exit(3)").await;
     browser
-        .wait_for_text("#kernel-state", PATIENCE, |text| text == "dead")
+        .wait_for_text("#notebook-message", PATIENCE, |text| {
+            text.contains("died and is being restarted")
+        })
         .await;
     run(&browser, count + 1, "print('a new kernel')").await;
     output_of(&browser, count + 1, "a new kernel").await;

@@ -345,14 +345,24 @@ async fn the_sandbox_holds_against_abuse() {
         .execute("chunks = []\nwhile True:\n    chunks.append(bytearray(64 * 1024 * 1024))")
         .await;
     assert_eq!(run.reply().status, ReplyStatus::Error);
+    let died = run.error().expect("the cell says why the kernel died");
+    assert_eq!(died.ename, "KernelDied");
+    assert!(died.evalue.contains("out of memory"), "{died:?}");
+    // The kernel is started again, with its state gone.
+    assert_eq!(
+        balloon
+            .execute("'chunks' in dir()")
+            .await
+            .result()
+            .as_deref(),
+        Some("False")
+    );
     let model = server
         .client()
         .get(&format!("/api/kernels/{balloon_id}"))
         .await
         .json();
-    assert_eq!(model["execution_state"], "dead");
-    let reason = model["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("out of memory"), "{reason}");
+    assert_eq!(model["execution_state"], "idle", "{model}");
 
     drop((py, bash, balloon));
     let instance = server.instance_id();

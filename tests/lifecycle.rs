@@ -112,10 +112,16 @@ async fn unused_kernels_are_culled_and_used_ones_stay() {
     })
     .await;
     busy_socket.close().await;
-    // Dead: goes, like an idle kernel nobody is connected to.
+    // Dead (a client shut its driver down): goes, like an idle kernel nobody is connected to.
     let dead = client.start_kernel("python3").await;
     let mut dead_socket = connect(dead.clone()).await;
-    dead_socket.send_execute("import os; os._exit(3)").await;
+    dead_socket
+        .send(
+            cellgate_protocol::Channel::Control,
+            "shutdown_request",
+            serde_json::json!({"restart": false}),
+        )
+        .await;
     let unconnected = client.start_kernel("python3").await;
 
     let kernels = wait_until(

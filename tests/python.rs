@@ -401,10 +401,54 @@ async fn kernel_info_answers_on_shell_and_control() {
     }
 }
 
+/// Waits for the statuses published with no parent (a kernel's own doings, such as a restart
+/// after a crash) up to and including `last`.
+async fn statuses_until(socket: &mut KernelSocket, last: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let message = socket.recv().await;
+        if let Content::Status(status) = &message.content {
+            seen.push(status.execution_state.clone());
+            if status.execution_state == last {
+                return seen;
+            }
+        }
+    }
+}
+
 #[tokio::test]
-async fn a_crashing_driver_marks_the_kernel_dead_with_a_reason() {
+async fn a_crashing_driver_is_restarted_as_jupyter_restarts_a_dead_kernel() {
     let server = Server::start().await;
     let (kernel, mut socket) = python(&server).await;
+    socket.execute("lost = 1").await;
+    let run = socket.execute("import os\nos._exit(3)").await;
+    assert_eq!(run.reply().status, ReplyStatus::Error);
+    let error = run.error().expect("the cell says the kernel died");
+    assert_eq!(error.ename, "KernelDied");
+    assert!(error.evalue.contains("status 3"), "{error:?}");
+    // Announced as Jupyter servers announce an automatic restart (JupyterLab then says the
+    // kernel died and restarts by itself), never as `dead`, which makes clients give up.
+    let statuses = statuses_until(&mut socket, "idle").await;
+    assert_eq!(statuses, ["restarting", "starting", "idle"]);
+    let model = server
+        .client()
+        .get(&format!("/api/kernels/{kernel}"))
+        .await
+        .json();
+    assert_eq!(model["execution_state"], "idle", "{model}");
+    let after = socket.execute("lost").await;
+    assert_eq!(after.error().unwrap().ename, "NameError");
+    assert_eq!(after.reply().execution_count, 1);
+}
+
+#[tokio::test]
+async fn a_kernel_that_keeps_dying_stays_dead_with_a_reason_until_restarted() {
+    let server = Server::start().await;
+    let (kernel, mut socket) = python(&server).await;
+    for _ in 0..5 {
+        socket.execute("import os\nos._exit(3)").await;
+        statuses_until(&mut socket, "idle").await;
+    }
     let run = socket.execute("import os\nos._exit(3)").await;
     assert_eq!(run.reply().status, ReplyStatus::Error);
     let model = server
@@ -413,19 +457,59 @@ async fn a_crashing_driver_marks_the_kernel_dead_with_a_reason() {
         .await
         .json();
     assert_eq!(model["execution_state"], "dead");
+    let reason = model["reason"].as_str().unwrap();
     assert!(
-        model["reason"].as_str().unwrap().contains("status 3"),
+        reason.contains("status 3") && reason.contains("not restarted again"),
         "{model}"
     );
     let id = socket.send_execute("1").await;
     let refused = socket.reply_to(&id).await;
-    assert_eq!(refused.content.to_value()["status"], "error");
     assert_eq!(refused.content.to_value()["ename"], "KernelDead");
-    // A restart brings a dead kernel back.
+    // A restart asked for brings a dead kernel back.
     let restarted = server
         .client()
         .post(&format!("/api/kernels/{kernel}/restart"), json!({}))
         .await;
     assert_eq!(restarted.json()["execution_state"], "idle");
     assert_eq!(socket.execute("2*21").await.result().as_deref(), Some("42"));
+}
+
+#[tokio::test]
+async fn a_shutdown_request_leaves_a_dead_kernel_that_answers_and_can_be_restarted() {
+    let server = Server::start().await;
+    let client = server.client();
+    let (kernel, mut socket) = python(&server).await;
+    let id = socket
+        .send(
+            Channel::Control,
+            "shutdown_request",
+            json!({"restart": false}),
+        )
+        .await;
+    let reply = socket.reply_to(&id).await;
+    assert_eq!(reply.content.to_value()["restart"], false);
+    statuses_until(&mut socket, "dead").await;
+    let model = client.get(&format!("/api/kernels/{kernel}")).await.json();
+    assert_eq!(model["execution_state"], "dead");
+    assert!(model["reason"]
+        .as_str()
+        .unwrap()
+        .contains("shutdown_request"));
+
+    // A new websocket is told the kernel is dead, not that its queue is full.
+    let mut late = KernelSocket::connect(&server.address, &server.token, &kernel).await;
+    let id = late.send_execute("1").await;
+    assert_eq!(
+        late.reply_to(&id).await.content.to_value()["ename"],
+        "KernelDead"
+    );
+    let interrupted = client
+        .post(&format!("/api/kernels/{kernel}/interrupt"), json!({}))
+        .await;
+    assert_eq!(interrupted.status, http::StatusCode::NO_CONTENT);
+    let restarted = client
+        .post(&format!("/api/kernels/{kernel}/restart"), json!({}))
+        .await;
+    assert_eq!(restarted.json()["execution_state"], "idle");
+    assert_eq!(late.execute("6*7").await.result().as_deref(), Some("42"));
 }

@@ -196,6 +196,11 @@ function handle(msg) {
       kernelDied(msg.content.reason);
       return;
     }
+    // Only a kernel that died by itself is announced as restarting: the runner starts it
+    // again, with none of the variables it had.
+    if (msg.content.execution_state === "restarting") {
+      say("The kernel died and is being restarted: the variables it had are gone.", true);
+    }
     setState(msg.content.execution_state);
     if (entry && msg.content.execution_state === "idle") {
       entry.idle = true;

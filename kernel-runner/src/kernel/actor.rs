@@ -32,6 +32,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const STREAM_COALESCE: Duration = Duration::from_millis(50);
 /// Stream text sent at once, without waiting for more, when this much has gathered.
 const STREAM_BATCH_MAX: usize = 64 * 1024;
+/// A driver that dies by itself is started again, as Jupyter servers restart a kernel that
+/// died, at most this many times within `CRASH_WINDOW`; after that the kernel stays dead.
+const CRASH_RESTARTS: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
 
 pub(crate) struct Actor {
     pub kernel: Arc<Kernel>,
@@ -48,6 +52,11 @@ pub(crate) struct Actor {
     pub control: mpsc::Receiver<ControlOp>,
     pub execution_count: u64,
     pub history: History,
+    /// When the driver was last started again after dying by itself, most recent last.
+    pub crash_restarts: std::collections::VecDeque<tokio::time::Instant>,
+    /// The driver died by itself and is to be started again once the request at hand is
+    /// answered; the reason says how it died.
+    pub crashed: Option<String>,
     pub dead: bool,
     pub events_closed: bool,
     /// The request whose output stray events (from background threads) are attributed to.
@@ -123,6 +132,9 @@ impl Actor {
             if let Step::Stop(done) = step {
                 break done;
             }
+            if let Some(reason) = self.crashed.take() {
+                self.restart_after_crash(reason).await;
+            }
         };
         self.stop_driver().await;
         self.kernel.set_execution_state("dead");
@@ -172,9 +184,34 @@ impl Actor {
         }))
     }
 
+    /// The driver died by itself, or broke the protocol. It is started again once the request
+    /// at hand is answered, unless it has died too often lately; then the kernel stays dead.
     fn died(&mut self, reason: String) {
         tracing::warn!(kernel = %self.kernel.id, %reason, "kernel died");
         self.dead = true;
+        let now = tokio::time::Instant::now();
+        while self
+            .crash_restarts
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > CRASH_WINDOW)
+        {
+            self.crash_restarts.pop_front();
+        }
+        if self.crash_restarts.len() < CRASH_RESTARTS {
+            self.kernel.set_execution_state("restarting");
+            self.crashed = Some(reason);
+        } else {
+            self.stay_dead(format!(
+                "{reason}; it died {CRASH_RESTARTS} times within {} s, so it is not restarted again",
+                CRASH_WINDOW.as_secs()
+            ));
+        }
+    }
+
+    /// The kernel stays without a driver until a restart is asked for.
+    fn stay_dead(&mut self, reason: String) {
+        self.dead = true;
+        self.crashed = None;
         self.kernel.mark_dead(reason);
         self.publish(
             self.last_parent.as_ref(),
@@ -182,6 +219,23 @@ impl Actor {
                 execution_state: "dead".to_owned(),
             }),
         );
+    }
+
+    /// Starts a driver that died by itself again, announced as Jupyter servers announce it:
+    /// iopub `restarting` (which JupyterLab shows as "the kernel appears to have died. It will
+    /// restart automatically"), then `starting` and `idle`.
+    async fn restart_after_crash(&mut self, reason: String) {
+        tracing::warn!(kernel = %self.kernel.id, %reason, "restarting a kernel that died");
+        self.crash_restarts.push_back(tokio::time::Instant::now());
+        self.publish(
+            None,
+            Content::Status(Status {
+                execution_state: "restarting".to_owned(),
+            }),
+        );
+        if let Err(error) = self.restart(None).await {
+            tracing::warn!(kernel = %self.kernel.id, %error, "the kernel could not be restarted");
+        }
     }
 
     /// Output that arrives between cells, from threads or processes a cell left running.
@@ -225,7 +279,19 @@ impl Actor {
                 Step::Continue
             }
             ControlOp::Shutdown(done) => Step::Stop(Some(done)),
+            ControlOp::StopDriver => {
+                self.stop_at_clients_request().await;
+                Step::Continue
+            }
         }
+    }
+
+    /// A client's `shutdown_request` without restart: the driver exits, and the kernel stays,
+    /// dead, until it is restarted or deleted (or culled), so its REST routes and websockets
+    /// keep answering as for any dead kernel.
+    async fn stop_at_clients_request(&mut self) {
+        self.stop_driver().await;
+        self.stay_dead("shut down by a client's shutdown_request".to_owned());
     }
 
     async fn interrupt(&mut self) -> Result<(), RunnerError> {
@@ -269,7 +335,8 @@ impl Actor {
                     }),
                 );
                 if !restart {
-                    return Step::Stop(None);
+                    self.stop_at_clients_request().await;
+                    return Step::Continue;
                 }
                 if let Err(error) = self.restart(Some(&header)).await {
                     tracing::warn!(kernel = %self.kernel.id, %error, "restart failed");
@@ -366,7 +433,10 @@ impl Actor {
         if let Some(op) = outcome {
             return self.control_when_idle(op).await;
         }
-        if !self.dead && matches!(step, Step::Continue) {
+        // A request during which the driver died is over all the same; its client hears so
+        // before the kernel announces its restart.
+        let restarting = self.crashed.is_some();
+        if (!self.dead || restarting) && matches!(step, Step::Continue) {
             self.status(Some(&header), "idle");
         }
         step
@@ -587,7 +657,7 @@ impl Actor {
                         ControlOp::Interrupt(done) => {
                             let _ = done.send(self.interrupt().await);
                         }
-                        op @ (ControlOp::Restart(_) | ControlOp::Shutdown(_)) => {
+                        op @ (ControlOp::Restart(_) | ControlOp::Shutdown(_) | ControlOp::StopDriver) => {
                             self.stop_driver().await;
                             return Exchange::Preempted(op);
                         }
@@ -642,7 +712,7 @@ impl Actor {
             return Some(if restart {
                 ControlOp::Restart(tokio::sync::oneshot::channel().0)
             } else {
-                ControlOp::Shutdown(tokio::sync::oneshot::channel().0)
+                ControlOp::StopDriver
             });
         }
         self.control_message(request).await;
@@ -770,7 +840,11 @@ impl Actor {
             text.push_str(&decoder.finish());
         }
         // Text of the other stream goes first, so the two keep the order they were written in.
-        if cell.waiting.as_ref().is_some_and(|waiting| waiting.name != name) {
+        if cell
+            .waiting
+            .as_ref()
+            .is_some_and(|waiting| waiting.name != name)
+        {
             self.send_waiting(cell);
         }
         match &mut cell.waiting {
@@ -862,7 +936,7 @@ impl Actor {
         } = match launch(self.backend.as_ref(), &self.spec, self.ready_timeout).await {
             Ok(launched) => launched,
             Err(error) => {
-                self.died(format!("restart failed: {error}"));
+                self.stay_dead(format!("restart failed: {error}"));
                 return Err(error);
             }
         };

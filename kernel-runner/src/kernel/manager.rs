@@ -223,6 +223,8 @@ impl KernelManager {
             control: control_rx,
             execution_count: 0,
             history: History::default(),
+            crash_restarts: Default::default(),
+            crashed: None,
             dead: false,
             events_closed: false,
             last_parent: None,

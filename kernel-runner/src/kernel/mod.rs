@@ -39,6 +39,8 @@ pub(crate) enum ControlOp {
     Interrupt(oneshot::Sender<Result<(), RunnerError>>),
     Restart(oneshot::Sender<Result<(), RunnerError>>),
     Shutdown(oneshot::Sender<()>),
+    /// Stop the driver and keep the kernel, dead: what a client's `shutdown_request` asks.
+    StopDriver,
 }
 
 #[derive(Debug)]
@@ -88,29 +90,40 @@ impl Kernel {
     }
 
     /// Queues a client's message on the channel it came by. A full queue is answered with an
-    /// error reply instead of blocking the client's reader.
+    /// error reply instead of blocking the client's reader, and so is a kernel being deleted.
     pub fn submit(&self, request: ClientRequest) {
+        use mpsc::error::TrySendError;
         self.touch();
-        let full = match request.message.channel {
-            Channel::Shell => self.shell.try_send(request).err().map(into_request),
-            Channel::Stdin => self.stdin.try_send(request).err().map(into_request),
-            Channel::Control => self
-                .control
-                .try_send(ControlOp::Message(Box::new(request)))
-                .err()
-                .and_then(|error| match error.into_inner() {
-                    ControlOp::Message(request) => Some(*request),
-                    _ => None,
-                }),
+        let refused = match request.message.channel {
+            Channel::Shell => self.shell.try_send(request).err(),
+            Channel::Stdin => self.stdin.try_send(request).err(),
+            Channel::Control => {
+                match self.control.try_send(ControlOp::Message(Box::new(request))) {
+                    Ok(()) => None,
+                    Err(TrySendError::Full(ControlOp::Message(request))) => {
+                        Some(TrySendError::Full(*request))
+                    }
+                    Err(TrySendError::Closed(ControlOp::Message(request))) => {
+                        Some(TrySendError::Closed(*request))
+                    }
+                    Err(_) => None,
+                }
+            }
             // Clients have nothing to say on iopub; jupyter_server drops such messages too.
             Channel::Iopub => None,
         };
-        if let Some(request) = full {
-            self.refuse(
+        match refused {
+            Some(TrySendError::Full(request)) => self.refuse(
                 &request,
                 "QueueFull",
                 "the kernel has too many requests waiting; try again when it is idle",
-            );
+            ),
+            Some(TrySendError::Closed(request)) => self.refuse(
+                &request,
+                "KernelGone",
+                "the kernel has been shut down and deleted",
+            ),
+            None => {}
         }
     }
 
@@ -198,8 +211,4 @@ impl Kernel {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-fn into_request(error: mpsc::error::TrySendError<ClientRequest>) -> ClientRequest {
-    error.into_inner()
 }
