@@ -381,22 +381,29 @@ __cg_forward() {
 # watcher has noted any interrupt that arrived before. The marker is read from its file each
 # time rather than kept in a variable, because a cell that prints all variables (`set`) would
 # otherwise print the marker too.
+#
+# Each synchronisation has a number of its own: besides the end of every cell, `display` and
+# `clear_output` synchronise in the middle of one, possibly from a subshell (a pipeline), whose
+# counters the shell never sees; so the number is made of the cell's, the process's and a
+# counter of that process.
 __cg_sync_output() {
-    local TMOUT= marker line partial= out= err= watch=
-    builtin printf '%s\n' "$__cg_seq" >| "$__cg_dir/sync"
+    local TMOUT= marker line partial= out= err= watch= seq
+    __cg_sync_count=$(( ${__cg_sync_count:-0} + 1 ))
+    seq=$__cg_seq.$BASHPID.$__cg_sync_count
+    builtin printf '%s\n' "$seq" >| "$__cg_dir/sync"
     IFS= builtin read -r -d '' marker < "$__cg_dir/marker"
     builtin printf '%s' "$marker" >&"$__cg_out_fd"
     builtin printf '%s' "$marker" >&"$__cg_err_fd"
     marker=
-    builtin printf '%s\n' "$__cg_seq" >&"$__cg_watch_fd"
+    builtin printf '%s\n' "$seq" >&"$__cg_watch_fd"
     while [[ -z $out || -z $err || -z $watch ]]; do
         # A read that times out keeps what it got of a line in the variable; the rest follows.
         if IFS= builtin read -r -t 10 -u "$__cg_ack_fd" line; then
             line=$partial$line partial=
             case $line in
-                "stdout $__cg_seq") out=1 ;;
-                "stderr $__cg_seq") err=1 ;;
-                "watch $__cg_seq") watch=1 ;;
+                "stdout $seq") out=1 ;;
+                "stderr $seq") err=1 ;;
+                "watch $seq") watch=1 ;;
             esac
         else
             partial+=$line
@@ -419,8 +426,8 @@ __cg_sync_output() {
 # * The runner may send `shutdown` (to restart the kernel, say) while a cell runs, and kills the
 #   driver if it does not exit soon. So, while a cell runs, the watcher looks every tenth of a
 #   second whether a command is waiting, without reading it. One that arrives during a cell can
-#   only be `shutdown` (the runner sends nothing else before `done`, except answers to input
-#   requests, which Bash cells never make), and the watcher ends the driver.
+#   only be `shutdown`, on which the watcher ends the driver, or an answer to an input request,
+#   which it passes on to the cell (the runner sends nothing else before `done`).
 #
 # Lines on the watcher's FIFO: `cell` when a cell starts, `wake` from the INT trap, and a number,
 # which asks the watcher to confirm on the ack FIFO that every interrupt that came before has
@@ -459,14 +466,22 @@ __cg_watch() {
 }
 
 # Called by the watcher when a command arrived during a cell. Answers to input requests are
-# read and dropped, as the shell would do. Anything else is `shutdown`, or the end of input: the
+# handed to the cell's `input` on the input FIFO, one line each (`reply TEXT` or `abort`; the
+# protocol's answers hold no newline). Anything else is `shutdown`, or the end of input: the
 # watcher marks the shutdown as requested, terminates the shell's children, so that the shell
 # is not left waiting for one, and then the shell, whose TERM trap ends the driver.
 __cg_command_during_cell() {
     local TMOUT= header= body pid list=
     IFS= builtin read -r -u "$__cg_cmd_fd" header
     if [[ $header =~ ^input_(reply|abort)\ ([0-9]+)$ ]]; then
-        LC_ALL=C builtin read -r -N "${BASH_REMATCH[2]}" -u "$__cg_cmd_fd" body
+        local answer=${BASH_REMATCH[1]} length=${BASH_REMATCH[2]}
+        body=
+        (( length > 0 )) && LC_ALL=C builtin read -r -N "$length" -u "$__cg_cmd_fd" body
+        if [[ $answer == reply ]]; then
+            builtin printf 'reply %s\n' "${body//$'\n'/ }" >&"$__cg_input_fd"
+        else
+            builtin printf 'abort\n' >&"$__cg_input_fd"
+        fi
         return 0
     fi
     [[ $header == 'shutdown 0' || -z $header ]] || __cg_log "a command came during a cell: $header"
@@ -796,6 +811,114 @@ exit() {
     return "$status"
 }
 
+# `display [--id ID] [--update] MIME [TEXT...]` shows TEXT, or what comes on stdin, as rich
+# output of type MIME (text/html, text/markdown, image/svg+xml, ...). Binary types (image/png,
+# image/jpeg, image/gif, application/pdf) are read from stdin, or from the file named by the
+# argument, and sent base64-encoded. `--id` names the output, and with `--update` replaces
+# the output of that name instead of adding one, as update_display_data does.
+display() {
+    builtin local -
+    builtin set "${__cg_neutral_options[@]}"
+    local LC_ALL=C id= update= mime content data body kind=display
+    while (( $# )); do
+        case $1 in
+            --id) id=${2-}; builtin shift 2 || builtin shift ;;
+            --id=*) id=${1#--id=}; builtin shift ;;
+            --update) update=1; builtin shift ;;
+            --) builtin shift; break ;;
+            *) break ;;
+        esac
+    done
+    mime=${1-}
+    if [[ ! $mime =~ ^[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+$ ]] || [[ $update && -z $id ]]; then
+        builtin printf 'usage: display [--id ID] [--update] MIME [TEXT...]\n' >&2
+        return 2
+    fi
+    builtin shift
+    case $mime in
+        image/png | image/jpeg | image/gif | application/pdf)
+            if (( $# )); then
+                content=$(base64 -w0 -- "$1") || return 1
+            else
+                content=$(base64 -w0) || return 1
+            fi
+            ;;
+        *)
+            if (( $# )); then
+                content="$*"
+            else
+                content=$("$__cg_tool_cat"; builtin printf x) || return 1
+                content=${content%x}
+            fi
+            ;;
+    esac
+    __cg_json_quote "$mime"
+    data=$__cg_json
+    __cg_json_quote "$content"
+    data+=:$__cg_json
+    if [[ $mime != text/plain ]]; then
+        __cg_json_quote "<$mime output>"
+        data+=',"text/plain":'$__cg_json
+    fi
+    body="{\"data\":{$data},\"metadata\":{}"
+    if [[ $id ]]; then
+        __cg_json_quote "$id"
+        body+=",\"transient\":{\"display_id\":$__cg_json}"
+    fi
+    [[ $update ]] && kind=update_display
+    __cg_sync_output || return 1
+    __cg_emit_json "$kind" "$body}"
+}
+
+# `input [-s] [-p PROMPT] [NAME]` asks the frontend for a line and stores it in NAME (REPLY by
+# default), as `read -r -p PROMPT NAME` does on a terminal; -s hides what is typed. Fails with
+# status 1 when the frontend does not allow input or withdraws the question; an interrupt
+# stops it like any command. (The commands of a
+# cell read /dev/null, so `read` itself cannot ask.) The watcher passes the answer on (see
+# __cg_command_during_cell).
+input() {
+    builtin local -
+    builtin set "${__cg_neutral_options[@]}"
+    local OPTIND=1 __cg_opt __cg_prompt= __cg_password=false __cg_line TMOUT= __cg_request
+    while builtin getopts ':sp:' __cg_opt; do
+        case $__cg_opt in
+            s) __cg_password=true ;;
+            p) __cg_prompt=$OPTARG ;;
+            *) builtin printf 'usage: input [-s] [-p PROMPT] [NAME]\n' >&2; return 2 ;;
+        esac
+    done
+    builtin shift $(( OPTIND - 1 ))
+    local -n __cg_input_target=${1:-REPLY}
+    # An answer left over from an input that was interrupted is not for this one.
+    while builtin read -r -t 0 -u "$__cg_input_fd"; do
+        builtin read -r -u "$__cg_input_fd" __cg_line
+    done
+    __cg_json_quote "$__cg_prompt"
+    __cg_request="{\"prompt\":$__cg_json,\"password\":$__cg_password}"
+    __cg_sync_output || return 1
+    __cg_emit_json input_request "$__cg_request"
+    # Waiting in short slices lets the INT trap run, which bash holds back during a `read`; a
+    # read that times out keeps what it got of a line in the variable, and the rest follows.
+    local __cg_partial=
+    until IFS= builtin read -r -t 0.1 -u "$__cg_input_fd" __cg_line; do
+        __cg_partial+=$__cg_line
+        [[ $__cg_abort_reason ]] && return 130
+    done
+    __cg_line=$__cg_partial$__cg_line
+    [[ $__cg_line == 'reply '* ]] || return 1
+    __cg_input_target=${__cg_line#reply }
+}
+
+# `clear_output [--wait]` clears the cell's output; with --wait, once new output arrives.
+clear_output() {
+    builtin local -
+    builtin set "${__cg_neutral_options[@]}"
+    local wait=false
+    [[ ${1-} == --wait ]] && wait=true
+    __cg_sync_output || return 1
+    __cg_emit clear_output "{\"wait\":$wait}"
+}
+
 # Sends the cell's outcome: an error event when it failed, then `done`.
 __cg_report() {
     local status=$1 ename= evalue= command body
@@ -873,11 +996,23 @@ __cg_complete() {
     [[ $prefix == *[\"\'] ]] && quoted=1
     if [[ $token == '${'* ]]; then
         builtin mapfile -t found < <(builtin compgen -P '${' -S '}' -v -- "${token:2}")
+        __cg_names_in_cell variables
+        for name in "${__cg_names[@]}"; do
+            [[ $name == "${token:2}"* ]] && found+=("\${$name}")
+        done
     elif [[ $token == '$'* ]]; then
         builtin mapfile -t found < <(builtin compgen -P '$' -v -- "${token:1}")
+        __cg_names_in_cell variables
+        for name in "${__cg_names[@]}"; do
+            [[ $name == "${token:1}"* ]] && found+=("\$$name")
+        done
     elif [[ $token != */* ]] && [[ -z $prefix || $prefix == *[\;\|\&\(\`$'\n'] ||
         $prefix =~ (^|[[:space:]])(then|do|else|elif|if|while|until|time|command|exec|builtin|!)$ ]]; then
         builtin mapfile -t found < <(builtin compgen -c -- "$token")
+        __cg_names_in_cell functions
+        for name in "${__cg_names[@]}"; do
+            [[ $name == "$token"* ]] && found+=("$name")
+        done
     else
         while IFS= builtin read -r name; do
             [[ -d $name ]] && name+=/
@@ -896,6 +1031,28 @@ __cg_complete() {
     __cg_json_array "${matches[@]}"
     __cg_emit_json complete_reply \
         "{\"matches\":$__cg_json,\"cursor_start\":$start,\"cursor_end\":$__cg_cursor,\"metadata\":{}}"
+}
+
+# Sets the array __cg_names to the variables (KIND `variables`: `NAME=`, `for NAME in`, `read
+# NAME`) or the functions (`functions`: `NAME()`, `function NAME`) that the code before the
+# cursor defines, so that completion offers names of the cell being written before it has run.
+__cg_names_in_cell() {
+    local rest=$__cg_before pattern
+    __cg_names=()
+    if [[ $1 == variables ]]; then
+        pattern='(^|[[:space:];&|(])(for[[:space:]]+|read[[:space:]]+(-[a-zA-Z]+[[:space:]]+)*|(local|declare|export|readonly)[[:space:]]+(-[a-zA-Z]+[[:space:]]+)*)?([A-Za-z_][A-Za-z0-9_]*)(\+?=|[[:space:]]|[;&|)]|$)'
+    else
+        pattern='(^|[[:space:];&|(])(function[[:space:]]+([A-Za-z_][A-Za-z0-9_:.-]*)|([A-Za-z_][A-Za-z0-9_:.-]*)[[:space:]]*\([[:space:]]*\))'
+    fi
+    while [[ $rest =~ $pattern ]]; do
+        if [[ $1 == variables ]]; then
+            # A bare word counts only after for, read or a declaration.
+            [[ ${BASH_REMATCH[2]} || ${BASH_REMATCH[7]} == *= ]] && __cg_names+=("${BASH_REMATCH[6]}")
+        else
+            __cg_names+=("${BASH_REMATCH[3]}${BASH_REMATCH[4]}")
+        fi
+        rest=${rest#*"${BASH_REMATCH[0]}"}
+    done
 }
 
 # Asks `bash -n` about the code: an unexpected end of input (or a here-document or a line
@@ -1042,10 +1199,11 @@ __cg_init() {
         __cg_dir=$("$__cg_tool_mktemp" -d "${TMPDIR:-/tmp}/cellgate-bash.$$.XXXXXXXX") || builtin exit 1
     __cg_cell_file=$__cg_dir/cell
     "$__cg_tool_mkfifo" -m 600 "$__cg_dir/stdout" "$__cg_dir/stderr" "$__cg_dir/ack" "$__cg_dir/lock" \
-        "$__cg_dir/watch" || __cg_quit 1
+        "$__cg_dir/watch" "$__cg_dir/input" || __cg_quit 1
     # Opened read-write, a FIFO never blocks the open and never reports end of file.
     exec {__cg_out_fd}<>"$__cg_dir/stdout" {__cg_err_fd}<>"$__cg_dir/stderr"
     exec {__cg_ack_fd}<>"$__cg_dir/ack" {__cg_lock_fd}<>"$__cg_dir/lock" {__cg_watch_fd}<>"$__cg_dir/watch"
+    exec {__cg_input_fd}<>"$__cg_dir/input"
     __cg_unlock
     builtin printf '0\n' >| "$__cg_dir/sync"
     builtin printf 'idle 0\n' >| "$__cg_dir/cell-state"

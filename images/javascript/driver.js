@@ -49,8 +49,18 @@ const SHARED = {
   keeperArmed: 6,
   // The last command (by sequence number) the main thread has taken on.
   commandsAccepted: 7,
-  length: 8,
+  // Where a cell's input() stands (INPUT), and the length in bytes of the answer the forwarder
+  // put into the shared input buffer.
+  inputState: 8,
+  inputLength: 9,
+  length: 10,
 };
+
+// The states of SHARED.inputState. input() blocks the main thread, so the answer cannot come as
+// a message: the forwarder, which reads the commands, writes it into shared memory.
+const INPUT = { idle: 0, waiting: 1, answered: 2, aborted: 3 };
+// The longest answer input() takes; the rest of a longer line is cut off.
+const MAX_INPUT_BYTES = 1 << 20;
 
 // What the main thread is doing with the current cell.
 const PHASE = {
@@ -337,11 +347,28 @@ function runForwarder() {
       ? new net.Socket({ fd: workerData.controlFd, readable: true, writable: false })
       : fs.createReadStream(null, { fd: workerData.controlFd, autoClose: false });
   const decoder = new FrameDecoder();
+  const inputBytes = new Uint8Array(workerData.inputBuffer);
+  // Hands the answer to a waiting input() over through shared memory (see INPUT). An answer
+  // nobody waits for (its input() was interrupted) is dropped.
+  function answerInput(frame) {
+    if (Atomics.load(shared, SHARED.inputState) !== INPUT.waiting) return;
+    if (frame.kind === 'input_reply') {
+      const length = Math.min(frame.body.length, MAX_INPUT_BYTES);
+      inputBytes.set(frame.body.subarray(0, length));
+      Atomics.store(shared, SHARED.inputLength, length);
+    }
+    Atomics.store(shared, SHARED.inputState, frame.kind === 'input_reply' ? INPUT.answered : INPUT.aborted);
+    Atomics.notify(shared, SHARED.inputState);
+  }
   control.on('data', (chunk) => {
     decoder.push(chunk);
     let frame;
     try {
       while ((frame = decoder.next())) {
+        if (frame.kind === 'input_reply' || frame.kind === 'input_abort') {
+          answerInput(frame);
+          continue;
+        }
         const command = { seq: ++commandCount, kind: frame.kind, body: frame.body };
         unaccepted.push(command);
         parentPort.postMessage({ command });
@@ -625,6 +652,7 @@ function runDriver() {
 
   // The keeper starts early, so that it boots while the main thread sets up.
   const shared = new Int32Array(new SharedArrayBuffer(SHARED.length * 4));
+  const inputBuffer = new SharedArrayBuffer(MAX_INPUT_BYTES);
   const keeper = new Worker(__filename, {
     workerData: { role: 'keeper', shared: shared.buffer, diagnosticsFd },
     stdout: false,
@@ -895,12 +923,30 @@ function runDriver() {
   }
 
   // display(value) shows a value as rich output while the cell runs; display(bundle, {raw:
-  // true}) shows a ready-made MIME bundle; `metadata` goes along with it.
+  // true}) shows a ready-made MIME bundle; `metadata` goes along with it. With a `display_id`
+  // (`true` makes a new one) the output can be replaced later: display() then returns a
+  // handle whose update() does that, as IPython's does, and display.update(value,
+  // {display_id}) does the same without the handle.
   function display(value, options = {}) {
+    let displayId = options.display_id;
+    if (displayId === true) displayId = crypto.randomBytes(16).toString('hex');
+    const update = Boolean(options.update);
+    if (update && (displayId === undefined || displayId === null)) {
+      throw new TypeError('display.update() needs a display_id');
+    }
     const data = options.raw ? normalizeBundle(value) : mimeBundle(value);
+    const content = { data, metadata: options.metadata || {} };
+    if (displayId !== undefined && displayId !== null) content.transient = { display_id: String(displayId) };
     // Stringify before fencing, so that a bundle that cannot be sent fails in the user's code.
-    const body = JSON.stringify({ data, metadata: options.metadata || {} });
-    send([['display', body]], true);
+    const body = JSON.stringify(content);
+    send([[update ? 'update_display' : 'display', body]], true);
+    if (!content.transient || update) return undefined;
+    const id = content.transient.display_id;
+    return {
+      display_id: id,
+      display: (next, more = {}) => display(next, { ...more, display_id: id, update: false }),
+      update: (next, more = {}) => display(next, { ...more, display_id: id, update: true }),
+    };
   }
 
   const rawDisplay = (mime) => (content, options = {}) =>
@@ -914,7 +960,43 @@ function runDriver() {
   display.json = rawDisplay('application/json');
   // display.clear() empties the cell's output; with {wait: true} only when new output comes.
   display.clear = (options = {}) => sendJson('clear_output', { wait: Boolean(options.wait) }, true);
+  display.update = (value, options = {}) => display(value, { ...options, update: true });
   defineGlobal('display', display);
+
+  // -- input() ---------------------------------------------------------------------------------
+
+  // input(prompt) asks the frontend for a line and returns it, blocking the cell as Python's
+  // input() does; input.password(prompt) hides what is typed. When the frontend does not
+  // allow input, or the answer is withdrawn, it throws an EOFError. The wait is cut into short
+  // slices so that an interrupt (which terminates JavaScript between them) stops it.
+  function requestInput(prompt, password) {
+    if (!current || current.completed) {
+      const error = new Error('input() can only ask for a line while a cell runs');
+      error.name = 'EOFError';
+      throw error;
+    }
+    Atomics.store(shared, SHARED.inputState, INPUT.waiting);
+    sendJson('input_request', { prompt: String(prompt), password }, true);
+    for (;;) {
+      Atomics.wait(shared, SHARED.inputState, INPUT.waiting, 50);
+      const state = Atomics.load(shared, SHARED.inputState);
+      if (state === INPUT.answered) {
+        const length = Atomics.load(shared, SHARED.inputLength);
+        Atomics.store(shared, SHARED.inputState, INPUT.idle);
+        return Buffer.from(new Uint8Array(inputBuffer, 0, length)).toString('utf8');
+      }
+      if (state !== INPUT.waiting) {
+        Atomics.store(shared, SHARED.inputState, INPUT.idle);
+        const error = new Error('EOF when reading a line');
+        error.name = 'EOFError';
+        throw error;
+      }
+      checkpoint();
+    }
+  }
+  const input = (prompt = '') => requestInput(prompt, false);
+  input.password = (prompt = '') => requestInput(prompt, true);
+  defineGlobal('input', input);
 
   // -- Evaluation through the inspector -----------------------------------------------------------
 
@@ -1077,6 +1159,8 @@ function runDriver() {
 
   function execute(code) {
     const cell = { id: ++cellCount, outcome: null, completed: false, code };
+    // An input() that an interrupt stopped leaves its state behind.
+    Atomics.store(shared, SHARED.inputState, INPUT.idle);
     current = cell;
     cellTimers = new Set();
     const outcome = new Promise((resolve) => {
@@ -1609,9 +1693,25 @@ function runDriver() {
     } else {
       if (word === '' || /[\d]/.test(word[0])) return reply([], wordStart);
       candidates = globalNames();
+      for (const name of declaredNames(before.slice(0, wordStart))) candidates.add(name);
     }
     const matches = [...candidates].filter((name) => name.startsWith(word)).sort();
     return reply(matches, wordStart);
+  }
+
+  // The names the code before the cursor declares (`const`, `let`, `var`, `function`,
+  // `class`, simple destructuring), so that completion offers names of the cell being written
+  // before it has run.
+  function declaredNames(code) {
+    const names = new Set();
+    const declaration = /\b(?:const|let|var|function\*?|class)\s+([^=;()]+?)(?=\s*(?:=|;|\(|\{|\bof\b|\bin\b|\bextends\b|$))/gmu;
+    for (const match of code.matchAll(declaration)) {
+      for (const part of match[1].split(/[\s,{}[\]]+/)) {
+        const name = part.includes(':') ? part.split(':').pop() : part;
+        if (IDENTIFIER.test(name) && !KEYWORDS.includes(name)) names.add(name);
+      }
+    }
+    return names;
   }
 
   function inspectReply({ code = '', cursor_pos: cursorPos = 0, detail_level: detail = 0 }) {
@@ -1763,7 +1863,7 @@ function runDriver() {
         break;
       case 'input_reply':
       case 'input_abort':
-        // JavaScript cells never ask for input, so there is nothing waiting for an answer.
+        // The forwarder hands answers to input() over itself (see answerInput); none come here.
         break;
       default:
         queue.push(frame);
@@ -1796,6 +1896,7 @@ function runDriver() {
   const forwarder = new Worker(__filename, {
     workerData: {
       shared: shared.buffer,
+      inputBuffer,
       controlFd,
       markerPrefix,
       eventsFd,

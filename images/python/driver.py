@@ -306,6 +306,29 @@ class ImportPatcher:
         return spec
 
 
+class DisplayHandle:
+    """What `display(obj, display_id=...)` returns, as in IPython: a way to show more output
+    under the same id, or to replace what is shown."""
+
+    def __init__(self, display, display_id):
+        self._show = display
+        self.display_id = display_id
+
+    def __repr__(self):
+        return "<DisplayHandle display_id=%s>" % self.display_id
+
+    def display(self, obj, **kwargs):
+        """Shows `obj` as a new output with this handle's id."""
+        kwargs.pop("display_id", None)
+        self._show(obj, display_id=self.display_id, **kwargs)
+
+    def update(self, obj, **kwargs):
+        """Replaces every output shown with this handle's id by `obj`."""
+        kwargs.pop("display_id", None)
+        kwargs.pop("update", None)
+        self._show(obj, display_id=self.display_id, update=True, **kwargs)
+
+
 class Driver:
     """One kernel: the user's namespace and everything that runs code in it."""
 
@@ -406,6 +429,8 @@ class Driver:
     def _setup_builtins(self):
         builtins.input = self._input
         builtins.display = self._display
+        builtins.update_display = self._update_display
+        builtins.clear_output = self._clear_output
         builtins.exit = Quitter("exit")
         builtins.quit = Quitter("quit")
 
@@ -444,6 +469,8 @@ class Driver:
             module.display = self._display
         if "clear_output" in names:
             module.clear_output = self._clear_output
+        # IPython's `update_display` and `DisplayHandle` call the module's `display` with
+        # `update=True`, which the driver's `display` understands, so they are left as they are.
 
     # -- Events ------------------------------------------------------------------------
 
@@ -609,8 +636,14 @@ class Driver:
         self._interrupt_pending = False
         self._cell_running = True
         failed = True
+        payload = []
         try:
-            failed = self._run_cell(source, filename)
+            help_request = _help_request(source)
+            if help_request is None:
+                failed = self._run_cell(source, filename)
+            else:
+                payload = self._page_help(*help_request)
+                failed = payload is None
         except BaseException as problem:
             # A bug in the driver: the user should still see that the cell did not finish.
             self._log("driver error running a cell: %s" % _format_exception(problem))
@@ -626,7 +659,29 @@ class Driver:
         # in place, or an interrupt while idle could end the kernel.
         if signal.getsignal(signal.SIGINT) is not self._sigint_handler:
             signal.signal(signal.SIGINT, self._sigint_handler)
-        self._emit("done", {"status": "error" if failed else "ok"})
+        done = {"status": "error" if failed else "ok"}
+        if not failed and payload:
+            done["payload"] = payload
+        self._emit("done", done)
+
+    def _page_help(self, name, detail_level):
+        """IPython's `name?` and `name??`: help for `name` as a pager payload of the execute
+        reply, or a note on stdout when there is no such object; None after an interrupt."""
+        try:
+            self._enter_user_code()
+            try:
+                # Looking up attributes may run the user's properties.
+                obj = self._resolve(name)
+            finally:
+                self._user_mode = False
+        except KeyboardInterrupt as problem:
+            self._send_error(problem)
+            return None
+        except Exception:
+            self._stdout.write("Object `%s` not found.\n" % name)
+            return []
+        text = _describe(name, obj, detail_level)
+        return [{"source": "page", "data": {"text/plain": text}, "start": 0}]
 
     def _run_cell(self, source, filename):
         """Runs one cell and sends its result or error; True when the cell failed."""
@@ -744,11 +799,32 @@ class Driver:
 
     # -- Rich output -------------------------------------------------------------------
 
-    def _display(self, *objs, raw=False, metadata=None, include=None, exclude=None, **_ignored):
+    def _display(
+        self,
+        *objs,
+        raw=False,
+        metadata=None,
+        include=None,
+        exclude=None,
+        display_id=None,
+        transient=None,
+        update=False,
+        **_ignored,
+    ):
         """Shows each object as rich output, the way IPython's `display()` does.
 
-        With `raw=True` each object is taken to be a MIME bundle already.
+        With `raw=True` each object is taken to be a MIME bundle already. A `display_id`
+        (`True` makes a new one) names the output so that a later `update_display()`, or the
+        returned `DisplayHandle`, can replace it; `update=True` replaces it now.
         """
+        if display_id is True:
+            display_id = os.urandom(16).hex()
+        transient = dict(transient or {})
+        if display_id is not None:
+            transient["display_id"] = str(display_id)
+        if update and "display_id" not in transient:
+            raise TypeError("display(..., update=True) needs a display_id")
+        kind = "update_display" if update else "display"
         for obj in objs:
             if raw:
                 data, extra = dict(obj), {}
@@ -756,8 +832,19 @@ class Driver:
                 data, extra = self._mime_bundle(obj, include, exclude)
             if metadata:
                 extra = dict(extra, **metadata)
-            self._emit("display", {"data": data, "metadata": extra})
+            event = {"data": data, "metadata": extra}
+            if transient:
+                event["transient"] = transient
+            self._emit(kind, event)
         self._deliver_pending_interrupt()
+        if display_id is not None and not update:
+            return DisplayHandle(self._display, transient["display_id"])
+        return None
+
+    def _update_display(self, obj, *, display_id, **kwargs):
+        """IPython's `update_display()`: replaces the output shown with this `display_id`."""
+        kwargs.pop("update", None)
+        self._display(obj, display_id=display_id, update=True, **kwargs)
 
     def _clear_output(self, wait=False):
         """IPython's `clear_output()`: clears the cell's output, or with `wait=True` clears
@@ -1308,6 +1395,23 @@ def _names_at(code, cursor):
     return [
         name for name in names if all(part.isidentifier() for part in name.split("."))
     ]
+
+
+def _help_request(source):
+    """`(name, detail_level)` when the cell is IPython's help syntax (`name?`, `name??`,
+    `?name`, `??name`), else None. None of these is valid Python, so no cell changes meaning."""
+    import re
+
+    match = re.fullmatch(r"\s*(\?{0,2})\s*([^\W\d][\w.]*)\s*(\?{0,2})\s*", source)
+    if match is None:
+        return None
+    before, name, after = match.groups()
+    marks = before or after
+    if not marks or (before and after) or not all(
+        part.isidentifier() for part in name.split(".")
+    ):
+        return None
+    return name, len(marks) - 1
 
 
 def _describe(name, obj, detail_level):
