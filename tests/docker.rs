@@ -247,6 +247,44 @@ async fn octave_plots_arrive_as_png_from_a_container() {
     check_plot("octave", "octave", "plot(1:10, (1:10).^2);").await;
 }
 
+/// An Octave cell that does not parse runs none of its lines, as in Python, although Octave's
+/// own eval would run the lines before the error; cells that parse, function definitions
+/// among them, still run and show the value of their last line.
+#[tokio::test]
+async fn octave_cells_with_a_syntax_error_run_nothing() {
+    let Some(server) = docker_server(&["octave"]).await else {
+        return;
+    };
+    let (_, mut socket) = server.kernel("octave").await;
+    let run = socket.execute("x = 1\ny = = 2").await;
+    assert_eq!(run.reply().status, ReplyStatus::Error, "{:?}", run.messages);
+    let error = run.error().expect("a parse error");
+    assert!(
+        error.evalue.starts_with("parse error near line 2:"),
+        "{error:?}"
+    );
+    assert!(error.traceback.iter().any(|line| line.contains("y = = 2")));
+    assert_eq!(run.stdout(), "", "the first line ran: {:?}", run.messages);
+    let run = socket.execute("exist('x')").await;
+    assert_eq!(run.result().as_deref(), Some("ans = 0"));
+
+    let run = socket
+        .execute("a = 1;\nfunction r = twice(v)\n  r = 2 * v;\nend\nb = = 3")
+        .await;
+    assert_eq!(run.reply().status, ReplyStatus::Error, "{:?}", run.messages);
+    let run = socket.execute("[exist('a'), exist('twice')]").await;
+    assert_eq!(run.result().as_deref(), Some("ans =\n\n   0   0"));
+
+    let run = socket
+        .execute("% doubles\nfunction r = twice(v)\n  r = 2 * v;\nend\ntwice(21)")
+        .await;
+    assert_eq!(run.reply().status, ReplyStatus::Ok, "{:?}", run.messages);
+    assert_eq!(run.result().as_deref(), Some("ans = 42"));
+    let run = socket.execute("disp('shown')\n1+1").await;
+    assert_eq!(run.stdout(), "shown\n");
+    assert_eq!(run.result().as_deref(), Some("ans = 2"));
+}
+
 #[tokio::test]
 async fn python_plots_arrive_as_png_from_a_container() {
     let Some(_server) = docker_server(&["python"]).await else {

@@ -21,9 +21,10 @@
 ## the user's code cannot be given /dev/null there; system.m gives it to the commands a cell
 ## runs instead.
 ##
-## Cells are evaluated in the base workspace. Octave prints `x = 3` for statements without a
-## semicolon itself, as MATLAB users expect, so a cell has no `result`; figures it leaves open
-## are sent as PNG images and closed.
+## Cells are evaluated in the base workspace, once they are known to parse (parse_problem), so
+## that a cell with a syntax error runs nothing. Octave prints `x = 3` for statements without a
+## semicolon itself, as MATLAB users expect; only the value a cell's last line shows is sent as
+## its `result` (run_code). Figures a cell leaves open are sent as PNG images and closed.
 
 function varargout = __cellgate_driver__ (request, varargin)
   ## The driver's functions and state must survive `clear all` in a cell.
@@ -415,6 +416,10 @@ function [payload, result] = run_code (code)
   result = "";
   ## Octave's parser only knows "\n" as a line end.
   code = strrep (strrep (code, "\r\n", "\n"), "\r", "\n");
+  payload = parse_problem (code);
+  if (! isempty (payload))
+    return;
+  endif
   [head, last] = split_last_statement (code);
   try
     if (isempty (last))
@@ -468,6 +473,66 @@ function [payload, result] = run_code (code)
     ## Octave displays a value as `x = 3`, or `x =` and the value below after a blank line.
     result = regexprep (regexprep (text, '^\n+', ""), '\s+$', "");
   endif
+endfunction
+
+## Octave's eval parses and runs code one line (one statement list) at a time, so a syntax
+## error in a later line is only found once the lines before it have run; the last line also
+## runs apart from the rest (run_code). A cell is therefore parsed whole first, as a script
+## file, which runs nothing and defines nothing, and one that does not parse does not run.
+## Returns the error event's payload for a parse error, else [].
+function payload = parse_problem (code)
+  payload = [];
+  if (isempty (strtrim (code)))
+    return;
+  endif
+  file = [tempname() ".m"];
+  fid = fopen (file, "w");
+  if (fid < 0)
+    log_message (sprintf ("cannot check cells before running them: %s", file));
+    return;
+  endif
+  ## A first line of code makes the file a script, not a function file, even when the cell
+  ## begins with a function definition; the line numbers of errors are one more than the cell's.
+  fputs (fid, ["1;\n" code]);
+  fclose (fid);
+  saved_warnings = warning ();
+  unwind_protect
+    ## What the parser warns about (an unterminated block comment) is said again when the
+    ## cell runs.
+    warning ("off", "all");
+    try
+      __parse_file__ (file);
+    catch problem
+      payload = parse_error_payload (problem, file, numel (strsplit (code, "\n")));
+    end_try_catch
+  unwind_protect_cleanup
+    warning (saved_warnings);
+    unlink (file);
+  end_unwind_protect
+endfunction
+
+## The error event's payload for a parse error of parse_problem's file, said of the cell of
+## `line_count` lines (`parse error near line 2:`), or [] when the error is not a parse error,
+## which the cell itself will meet or not when it runs.
+function payload = parse_error_payload (problem, file, line_count)
+  payload = [];
+  found = regexp (problem.message, '^parse error near line (\d+) of file ([^\n]*)',
+                  "tokens", "once");
+  if (isempty (found) || ! strcmp (found{2}, file))
+    log_message (sprintf ("cannot check cells before running them: %s", problem.message));
+    return;
+  endif
+  ## Input that ends too soon is reported at the line after the last.
+  line = min (max (str2double (found{1}) - 1, 1), line_count);
+  header_end = regexp (problem.message, '\n', "once");
+  if (isempty (header_end))
+    header_end = numel (problem.message) + 1;
+  endif
+  message = [sprintf("parse error near line %d:", line), problem.message(header_end:end)];
+  message = regexprep (message, '\s+$', "");
+  payload = error_payload (struct ("identifier", problem.identifier, "message", message,
+                                   "stack", struct ("file", {}, "name", {}, "line", {},
+                                                    "column", {})));
 endfunction
 
 ## The value of `expression` evaluated in the base workspace. evalin () with an expression
