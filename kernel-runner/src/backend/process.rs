@@ -120,6 +120,16 @@ async fn reap(mut child: Child, exit: watch::Sender<Option<ExitReport>>) {
     };
     if let Some(group) = group {
         let _ = killpg(group, Signal::SIGKILL);
+        // The exit is published once what the driver left behind is gone too, so a runner
+        // that stops after its kernels leaves none of their processes running. A killed
+        // process takes a moment to exit; a zombie nobody reaps keeps the group alive, so the
+        // wait is bounded.
+        for _ in 0..100 {
+            if killpg(group, None).is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
     let _ = exit.send(Some(report));
 }
