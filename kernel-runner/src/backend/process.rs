@@ -120,18 +120,41 @@ async fn reap(mut child: Child, exit: watch::Sender<Option<ExitReport>>) {
     };
     if let Some(group) = group {
         let _ = killpg(group, Signal::SIGKILL);
-        // The exit is published once what the driver left behind is gone too, so a runner
+        // The exit is published once what the driver left behind has exited too, so a runner
         // that stops after its kernels leaves none of their processes running. A killed
-        // process takes a moment to exit; a zombie nobody reaps keeps the group alive, so the
-        // wait is bounded.
+        // process takes a moment to exit; zombies, which wait for a reaper, do not count.
         for _ in 0..100 {
-            if killpg(group, None).is_err() {
+            let gid = group.as_raw();
+            let running = tokio::task::spawn_blocking(move || group_has_running(gid))
+                .await
+                .unwrap_or(false);
+            if !running {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
     let _ = exit.send(Some(report));
+}
+
+/// Whether a process of process group `group` is still running (not yet a zombie), from
+/// `/proc/PID/stat`: "PID (COMM) STATE PPID PGRP ...", where COMM may hold any character.
+fn group_has_running(group: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        let Some((_, after_comm)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = after_comm.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|field| field.parse::<i32>().ok());
+        pgrp == Some(group) && !matches!(state, Some("Z" | "X"))
+    })
 }
 
 struct ProcessDriver {
