@@ -2,7 +2,8 @@
 //!
 //! It terminates TLS, authenticates every request with the gateway token, serves the Jupyter
 //! kernel REST and websocket API by forwarding each call to the runner that owns the kernel,
-//! places new kernels on the least loaded healthy runner, and serves a small web UI.
+//! places new kernels on the least loaded healthy runner, and serves a small web UI with a
+//! view of the whole cluster.
 //!
 //! The library is what the `cellgate-gateway` binary and the all-in-one `cellgate serve` both
 //! call: build a [`GatewayConfig`], [`load_tls`], bind a listener, then [`run`] until shutdown.
@@ -11,6 +12,7 @@ mod api;
 mod auth;
 mod balancer;
 pub mod cli;
+mod cluster;
 mod config;
 mod connection;
 mod error;

@@ -8,9 +8,10 @@ use hyper::body::Incoming;
 
 use crate::api::{self, channels, jobs, kernels, kernelspecs};
 use crate::auth::Credential;
+use crate::cluster;
 use crate::error::GatewayError;
 use crate::metrics;
-use crate::pages::{self, index, jobs as jobs_page, login, notebook};
+use crate::pages::{self, cluster as cluster_page, index, jobs as jobs_page, login, notebook};
 use crate::response::{self, Response};
 use crate::routes::Route;
 use crate::state::{Connection, Gateway};
@@ -79,6 +80,9 @@ async fn dispatch(
         Route::Home => index::page(gateway).await,
         Route::JobsPage => jobs_page::page(gateway),
         Route::NotebookPage => notebook::page(gateway).await,
+        Route::ClusterPage => cluster_page::page(gateway),
+        Route::ClusterSnapshot => Ok(cluster::api::snapshot(gateway)),
+        Route::ClusterStream => Ok(cluster::api::stream(gateway)),
         Route::Script(name) => pages::script(&name).ok_or(GatewayError::RouteNotFound {
             method: Method::GET,
             path: format!("/static/{name}"),

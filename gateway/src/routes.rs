@@ -16,6 +16,12 @@ pub enum Route {
     JobsPage,
     /// `GET /notebook`: the notebook editor page.
     NotebookPage,
+    /// `GET /cluster`: nodes, runners, throughput and events.
+    ClusterPage,
+    /// `GET /api/cluster`: the cluster page's data as one JSON snapshot.
+    ClusterSnapshot,
+    /// `GET /api/cluster/stream`: the same snapshot as server-sent events, after every sample.
+    ClusterStream,
     /// `GET /static/NAME`: a page's script; public, it holds nothing secret.
     Script(String),
     /// `GET /api`: the server version, as jupyter_server answers it.
@@ -45,6 +51,7 @@ impl Route {
             [""] => Route::Home,
             ["jobs"] => Route::JobsPage,
             ["notebook"] => Route::NotebookPage,
+            ["cluster"] => Route::ClusterPage,
             ["static", name] if crate::pages::is_script(name) => Route::Script((*name).to_owned()),
             ["healthz"] => Route::Health,
             ["metrics"] => Route::Metrics,
@@ -56,6 +63,8 @@ impl Route {
                 Route::KernelSpec((*name).to_owned())
             }
             ["api", "kernels"] => Route::Kernels,
+            ["api", "cluster"] => Route::ClusterSnapshot,
+            ["api", "cluster", "stream"] => Route::ClusterStream,
             ["api", "jobs", ..] | ["api", "nodes"] => Route::Jobs,
             ["api", "kernels", id, rest @ ..] => {
                 let Ok(kernel) = Uuid::parse_str(id) else {
@@ -87,6 +96,9 @@ impl Route {
             | Route::Home
             | Route::JobsPage
             | Route::NotebookPage
+            | Route::ClusterPage
+            | Route::ClusterSnapshot
+            | Route::ClusterStream
             | Route::Script(_)
             | Route::ApiVersion
             | Route::KernelSpecs
@@ -108,7 +120,12 @@ impl Route {
     pub fn is_page(&self) -> bool {
         matches!(
             self,
-            Route::Home | Route::JobsPage | Route::NotebookPage | Route::Login | Route::Logout
+            Route::Home
+                | Route::JobsPage
+                | Route::NotebookPage
+                | Route::ClusterPage
+                | Route::Login
+                | Route::Logout
         )
     }
 }
@@ -135,6 +152,10 @@ mod tests {
             ("/", Route::Home),
             ("/jobs", Route::JobsPage),
             ("/notebook", Route::NotebookPage),
+            ("/cluster", Route::ClusterPage),
+            ("/api/cluster", Route::ClusterSnapshot),
+            ("/api/cluster/stream", Route::ClusterStream),
+            ("/static/cluster.js", Route::Script("cluster.js".into())),
             ("/static/jobs.js", Route::Script("jobs.js".into())),
             ("/static/notebook.js", Route::Script("notebook.js".into())),
             ("/healthz", Route::Health),
@@ -190,6 +211,8 @@ mod tests {
         assert!(Route::Health.is_public() && Route::Login.is_public());
         assert!(!Route::Home.is_public() && !Route::Kernels.is_public());
         assert!(!Route::Metrics.is_public());
+        assert!(!Route::ClusterPage.is_public() && Route::ClusterPage.is_page());
+        assert!(!Route::ClusterSnapshot.is_public() && !Route::ClusterSnapshot.is_page());
         assert!(!Route::Channels(Uuid::nil()).is_public());
     }
 }

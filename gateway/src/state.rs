@@ -1,5 +1,6 @@
 //! What every request handler shares: the auth policy, the balancer (with the kernel owners
-//! and the dead kernels), the client for runners, the metrics, the task set and the settings.
+//! and the dead kernels), the client for runners, the metrics, the cluster view, the task set
+//! and the settings.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use crate::api::jobs::JobsFront;
 use crate::auth::Auth;
 use crate::balancer::least_connections::LeastConnections;
 use crate::balancer::Balancer;
+use crate::cluster::observe::Live;
+use crate::cluster::{sampler, Cluster};
 use crate::config::{GatewayConfig, HealthSettings, RunnerSource, Timeouts, WebsocketSettings};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -24,6 +27,8 @@ pub struct Gateway {
     /// The streaming client of the batch jobs routes.
     pub jobs: JobsFront,
     pub metrics: Arc<Metrics>,
+    /// The cluster page's history and events, kept by a sampler task.
+    pub cluster: Arc<Cluster>,
     /// The served TLS certificate, for its reload counts.
     pub certificates: Arc<CertificateReloader>,
     /// Wakes the health checker before its next interval.
@@ -64,12 +69,29 @@ impl Gateway {
             config.jobs.clone(),
             tasks.executor(),
         );
+        let balancer = Arc::new(Balancer::new(LeastConnections));
+        let metrics = Arc::new(Metrics::new());
+        let cluster = Arc::new(Cluster::new(balancer.events.clone(), sampler::SAMPLE_EVERY));
+        // The sampler lives as long as the gateway: started here with the state it reads,
+        // stopped by the same token as the health checks.
+        tasks.spawn(sampler::run(
+            Arc::new(Live {
+                balancer: balancer.clone(),
+                upstream: upstream.clone(),
+                metrics: metrics.clone(),
+                timeout: config.health.timeout,
+            }),
+            cluster.clone(),
+            sampler::SAMPLE_EVERY,
+            tasks.stopping().clone(),
+        ));
         Ok(Gateway {
             auth: Auth::new(config.token.as_deref()),
-            balancer: Arc::new(Balancer::new(LeastConnections)),
+            balancer,
             upstream,
             jobs,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            cluster,
             certificates,
             health_nudge,
             tasks,

@@ -1,5 +1,5 @@
-// What the pages' scripts share: building elements with text (never HTML), and calling the
-// gateway's JSON API with the login cookie. Loaded before each page's own script.
+// What the pages' scripts share: building elements with text (never HTML), byte counts, and
+// calling the gateway's JSON API with the login cookie. Loaded before each page's own script.
 "use strict";
 
 function el(tag, text, className) {
@@ -30,4 +30,17 @@ async function api(method, path, body) {
     throw error;
   }
   return response.status === 204 ? null : response.json();
+}
+
+// A byte count in binary units, as the pages show sizes and memory.
+function bytes(count) {
+  if (count === null || count === undefined) return "";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = count;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }

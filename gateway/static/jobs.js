@@ -28,18 +28,6 @@ function link(href, text) {
   return a;
 }
 
-function bytes(count) {
-  if (count === null || count === undefined) return "";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = count;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
-}
-
 function seconds(from, to) {
   if (!from) return "";
   const end = to ? Date.parse(to) : Date.now();

@@ -104,6 +104,76 @@ pub struct RunnerStatus {
     pub draining: bool,
 }
 
+/// `GET /api/runner` in full: the [`RunnerStatus`] gateways place kernels by, and what the
+/// cluster page shows besides. Every addition is optional, so a gateway reads the report of
+/// an older runner, and an older gateway reads this one as a plain [`RunnerStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerReport {
+    #[serde(flatten)]
+    pub status: RunnerStatus,
+    #[serde(default)]
+    pub node: NodeIdentity,
+    #[serde(default)]
+    pub counters: RunnerCounters,
+}
+
+/// The machine a runner is on, as its container engine names it; unknown with the process
+/// backend, which has no engine to ask.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// The engine's host name (a swarm node's hostname).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The node's role in the swarm; `None` when unknown or not in a swarm.
+    #[serde(default)]
+    pub role: Option<NodeRole>,
+}
+
+/// A Docker Swarm node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    Manager,
+    Worker,
+}
+
+/// What a runner has counted since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerCounters {
+    /// Kernels started through its API.
+    #[serde(default)]
+    pub kernels_started: u64,
+    /// Batch job attempts it ran to a final state, and queued jobs it cancelled.
+    #[serde(default)]
+    pub jobs_finished: FinalCounts,
+    /// Batch jobs it runs now, as its last heartbeat listed them.
+    #[serde(default)]
+    pub jobs_running: usize,
+    /// Jobs on the volume not finished yet (queued, or running on any node), as last
+    /// counted; `None` without a job volume.
+    #[serde(default)]
+    pub jobs_unfinished: Option<usize>,
+}
+
+/// Counts by final job state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalCounts {
+    #[serde(default)]
+    pub succeeded: u64,
+    #[serde(default)]
+    pub failed: u64,
+    #[serde(default)]
+    pub timed_out: u64,
+    #[serde(default)]
+    pub cancelled: u64,
+}
+
+impl FinalCounts {
+    pub fn total(&self) -> u64 {
+        self.succeeded + self.failed + self.timed_out + self.cancelled
+    }
+}
+
 /// The header a gateway sends to prove itself to a runner.
 pub const RUNNER_SECRET_HEADER: &str = "x-cellgate-runner-secret";
 
@@ -127,6 +197,24 @@ mod tests {
             json!({"id": "k", "name": "python3", "last_activity": "2024-01-01T00:00:00.000000Z",
                    "execution_state": "idle", "connections": 2})
         );
+    }
+
+    #[test]
+    fn runner_reports_and_plain_statuses_read_each_other() {
+        let old_runner = json!({"runner_id": "r", "version": "0", "sessions": 1, "kernels": 2,
+                                "draining": false});
+        let report: RunnerReport = serde_json::from_value(old_runner).unwrap();
+        assert_eq!(report.node, NodeIdentity::default());
+        assert_eq!(report.counters.jobs_unfinished, None);
+        let new_runner = json!({"runner_id": "r", "version": "0", "sessions": 1, "kernels": 2,
+                                "draining": true, "node": {"host": "n1", "role": "worker"},
+                                "counters": {"kernels_started": 3,
+                                             "jobs_finished": {"succeeded": 4, "cancelled": 1}}});
+        let status: RunnerStatus = serde_json::from_value(new_runner.clone()).unwrap();
+        assert!(status.draining);
+        let report: RunnerReport = serde_json::from_value(new_runner).unwrap();
+        assert_eq!(report.node.role, Some(NodeRole::Worker));
+        assert_eq!(report.counters.jobs_finished.total(), 5);
     }
 
     #[test]

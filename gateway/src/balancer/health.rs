@@ -14,8 +14,9 @@ use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::backend::{Backend, Transition};
+use super::backend::{Backend, Health, Transition};
 use super::Balancer;
+use crate::cluster::events::{runner_subject, EventKind};
 use crate::config::HealthSettings;
 use crate::error::{chain, is_refused, root_cause, GatewayError};
 use crate::proxy::upstream::{Outbound, Upstream};
@@ -72,19 +73,37 @@ async fn check_one(
     let runner = backend.url();
     match status(backend, upstream, settings).await {
         Ok(status) => {
+            let before = backend.health();
             let transition = backend.record_status(&status);
             match transition {
-                Transition::Recovered => tracing::info!(
-                    %runner,
-                    runner_id = %status.runner_id,
-                    version = %status.version,
-                    "kernel runner healthy"
-                ),
-                Transition::Revived => tracing::warn!(
-                    %runner,
-                    runner_id = %status.runner_id,
-                    "kernel runner is back; kernels it no longer lists stay dead"
-                ),
+                Transition::Recovered => {
+                    tracing::info!(
+                        %runner,
+                        runner_id = %status.runner_id,
+                        version = %status.version,
+                        "kernel runner healthy"
+                    );
+                    // A first good check is no news: discovery reported the runner joining.
+                    if before == Health::Unhealthy {
+                        balancer.events.push(
+                            EventKind::RunnerBack,
+                            runner_subject(backend),
+                            format!("{runner} answers its health checks again"),
+                        );
+                    }
+                }
+                Transition::Revived => {
+                    tracing::warn!(
+                        %runner,
+                        runner_id = %status.runner_id,
+                        "kernel runner is back; kernels it no longer lists stay dead"
+                    );
+                    balancer.events.push(
+                        EventKind::RunnerBack,
+                        runner_subject(backend),
+                        format!("{runner} is back; the kernels it no longer lists stay dead"),
+                    );
+                }
                 _ => {}
             }
             if transition == Transition::Revived || backend.needs_sync(KERNEL_LIST_MAX_AGE) {
@@ -105,11 +124,24 @@ pub fn record_failure(balancer: &Balancer, backend: &Backend, error: &GatewayErr
     match backend.record_failure(is_refused(error)) {
         Transition::Failed => {
             tracing::warn!(%runner, error = %chain(error), "kernel runner unhealthy");
+            balancer.events.push(
+                EventKind::RunnerUnhealthy,
+                runner_subject(backend),
+                format!(
+                    "{runner} failed a check ({}): it takes no new kernels",
+                    root_cause(error)
+                ),
+            );
         }
         Transition::Lost => {
             let reason = format!("kernel runner {runner} is gone: {}", root_cause(error));
             let dead = balancer.bury_kernels_of(backend, &reason);
             tracing::warn!(%runner, kernels = dead, error = %chain(error), "kernel runner gone; its kernels are dead");
+            balancer.events.push(
+                EventKind::RunnerGone,
+                runner_subject(backend),
+                format!("{reason}; {dead} kernel(s) reported dead"),
+            );
         }
         _ => {}
     }
@@ -161,5 +193,46 @@ async fn sync_kernels(
         Err(error) => {
             tracing::debug!(runner = %backend.url(), error = %chain(&error), "reading a runner's kernel list failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::least_connections::LeastConnections;
+    use crate::cluster::events::EventKind;
+    use cellgate_protocol::model::RunnerStatus;
+
+    #[test]
+    fn failures_and_losses_are_reported_as_events() {
+        let balancer = Balancer::new(LeastConnections);
+        balancer.update(&[url::Url::parse("http://127.0.0.1:9").unwrap()]);
+        let backend = balancer.backends()[0].clone();
+        backend.record_status(&RunnerStatus {
+            runner_id: "node0".into(),
+            version: "0".into(),
+            sessions: 0,
+            kernels: 0,
+            draining: false,
+        });
+        let timeout = GatewayError::RunnerTimeout {
+            runner: backend.url().clone(),
+            after: Duration::from_secs(1),
+        };
+        for _ in 0..super::super::backend::GONE_AFTER_FAILURES {
+            record_failure(&balancer, &backend, &timeout);
+        }
+        let events = balancer.events.recent();
+        let kinds: Vec<EventKind> = events.iter().map(|event| event.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![EventKind::RunnerGone, EventKind::RunnerUnhealthy]
+        );
+        assert_eq!(events[0].subject, "node0");
+        assert!(
+            events[0].message.contains("is gone") && events[0].message.contains("0 kernel(s)"),
+            "{}",
+            events[0].message
+        );
     }
 }

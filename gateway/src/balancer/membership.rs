@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::discovery::Discovery;
 use super::Balancer;
+use crate::cluster::events::{runner_subject, EventKind};
 use crate::error::chain;
 
 /// Asks `discovery` every `refresh` until `stopping`, after a first answer was taken by
@@ -49,12 +50,22 @@ pub async fn refresh(discovery: &dyn Discovery, balancer: &Balancer) -> bool {
     let change = balancer.update(&urls);
     for backend in &change.added {
         tracing::info!(runner = %backend.url(), "kernel runner joined");
+        balancer.events.push(
+            EventKind::RunnerJoined,
+            runner_subject(backend),
+            format!("{} joined the runner list", backend.url()),
+        );
     }
     for backend in &change.removed {
         backend.retire();
         let reason = format!("kernel runner {} left the runner list", backend.url());
         let dead = balancer.bury_kernels_of(backend, &reason);
         tracing::warn!(runner = %backend.url(), kernels = dead, "kernel runner left; its kernels are dead");
+        balancer.events.push(
+            EventKind::RunnerLeft,
+            runner_subject(backend),
+            format!("{reason}; {dead} kernel(s) reported dead"),
+        );
     }
     !change.added.is_empty()
 }
@@ -105,6 +116,23 @@ mod tests {
         assert_eq!(
             dead.reason.as_deref(),
             Some("kernel runner http://10.0.0.1:9000/ left the runner list")
+        );
+        let kinds: Vec<_> = balancer
+            .events
+            .recent()
+            .iter()
+            .rev()
+            .map(|event| event.kind)
+            .collect();
+        use crate::cluster::events::EventKind;
+        assert_eq!(
+            kinds,
+            vec![
+                EventKind::RunnerJoined,
+                EventKind::RunnerJoined,
+                EventKind::RunnerLeft
+            ],
+            "the cluster page hears of each runner joining and leaving"
         );
     }
 }

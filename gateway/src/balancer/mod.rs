@@ -22,6 +22,7 @@ use cellgate_protocol::model::KernelModel;
 use url::Url;
 use uuid::Uuid;
 
+use crate::cluster::events::Events;
 use backend::{Backend, Load};
 use graveyard::Graveyard;
 use owners::KernelOwners;
@@ -42,6 +43,9 @@ pub struct Balancer {
     recording: Mutex<()>,
     pub owners: KernelOwners,
     pub graveyard: Graveyard,
+    /// Where runners joining, failing, going and coming back are reported, for the cluster
+    /// page.
+    pub events: Arc<Events>,
 }
 
 /// How one discovery answer changed the runner set.
@@ -62,6 +66,7 @@ impl Balancer {
             recording: Mutex::new(()),
             owners: KernelOwners::new(),
             graveyard: Graveyard::new(),
+            events: Arc::new(Events::default()),
         }
     }
 

@@ -40,7 +40,7 @@ impl Histogram {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    #[cfg(test)]
+    /// Values observed so far.
     pub fn count(&self) -> u64 {
         self.counts
             .iter()

@@ -1,8 +1,10 @@
 //! The web pages a person sees: the home page ([`index`]), the notebook editor
-//! ([`notebook`]), the job manager ([`jobs`]) and logging in and out ([`login`]).
+//! ([`notebook`]), the job manager ([`jobs`]), the cluster dashboard ([`cluster`]) and
+//! logging in and out ([`login`]).
 //! Templates live in `gateway/templates/` and are compiled in by askama; the pages' scripts
 //! live in `gateway/static/` and are compiled in too, served at `/static/NAME`.
 
+pub mod cluster;
 pub mod index;
 pub mod jobs;
 pub mod login;
@@ -29,7 +31,8 @@ fn render(
 }
 
 /// The pages' scripts, by the name they are served under.
-const SCRIPTS: [(&str, &str); 3] = [
+const SCRIPTS: [(&str, &str); 4] = [
+    ("cluster.js", include_str!("../../static/cluster.js")),
     ("common.js", include_str!("../../static/common.js")),
     ("jobs.js", include_str!("../../static/jobs.js")),
     ("notebook.js", include_str!("../../static/notebook.js")),

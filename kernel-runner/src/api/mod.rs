@@ -1,8 +1,12 @@
 //! The runner's HTTP server: the Jupyter kernel API for gateways, guarded by the shared
-//! runner secret, plus `/healthz` and `/api/runner` for balancing.
+//! runner secret, plus `/healthz` and `/api/runner` for balancing and `/metrics` for
+//! Prometheus.
 
 mod channels;
+mod identity;
 pub mod jobs;
+mod metrics;
+mod prometheus;
 mod response;
 mod routes;
 
@@ -19,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::kernel::KernelManager;
+use metrics::RunnerMetrics;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -51,8 +56,14 @@ pub async fn serve(
 ) {
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(max_connections));
+    let node = match &state.jobs {
+        Some(jobs) => jobs.worker.node().to_owned(),
+        None => state.runner_id.clone(),
+    };
+    let metrics = Arc::new(RunnerMetrics::new(&node));
+    tracker.spawn(metrics.clone().run(state.clone(), state.closing.clone()));
     {
-        let accepting = accept(&listener, &state, &permits, &tracker);
+        let accepting = accept(&listener, &state, &metrics, &permits, &tracker);
         tokio::pin!(accepting);
         tokio::select! {
             () = &mut accepting => {}
@@ -91,6 +102,7 @@ pub async fn serve(
 async fn accept(
     listener: &TcpListener,
     state: &Arc<AppState>,
+    metrics: &Arc<RunnerMetrics>,
     permits: &Arc<Semaphore>,
     tracker: &TaskTracker,
 ) {
@@ -109,15 +121,19 @@ async fn accept(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let metrics = metrics.clone();
         let closing = state.closing.clone();
         let tasks = tracker.clone();
         tracker.spawn(async move {
             let _permit = permit;
             let service = service_fn(move |request| {
                 let state = state.clone();
+                let metrics = metrics.clone();
                 let tasks = tasks.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(routes::route(request, state, tasks).await)
+                    Ok::<_, std::convert::Infallible>(
+                        routes::route(request, state, metrics, tasks).await,
+                    )
                 }
             });
             let connection = http1::Builder::new()

@@ -1,4 +1,6 @@
-//! Routing of the runner API and its REST handlers.
+//! Routing of the runner API and its REST handlers. Every route but `/healthz` needs the
+//! runner secret: in its own header, as gateways send it, or for `/metrics` alone also as
+//! `Authorization: Bearer SECRET`, the form Prometheus sends.
 
 use std::sync::Arc;
 
@@ -9,6 +11,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
+use super::metrics::RunnerMetrics;
+use super::prometheus;
 use super::response::{self, Body};
 use super::{channels, AppState};
 
@@ -18,11 +22,31 @@ const MAX_BODY: usize = 1024 * 1024;
 pub async fn route(
     request: Request<Incoming>,
     state: Arc<AppState>,
+    metrics: Arc<RunnerMetrics>,
     tasks: TaskTracker,
 ) -> Response<Body> {
     let path = request.uri().path().to_owned();
     if path == "/healthz" {
         return response::text(StatusCode::OK, "ok\n");
+    }
+    if path == "/metrics" {
+        if !authorized(&request, &state.secret) && !bearer_authorized(&request, &state.secret) {
+            return response::error(
+                StatusCode::FORBIDDEN,
+                "the runner's metrics need the runner secret, in its header or as a bearer token",
+            );
+        }
+        if request.method() != Method::GET {
+            return response::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on /metrics", request.method()),
+            );
+        }
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)
+            .body(response::full(metrics.render(&state)))
+            .expect("static response parts are valid");
     }
     if !authorized(&request, &state.secret) {
         return response::error(
@@ -35,8 +59,17 @@ pub async fn route(
         let Some(jobs) = state.jobs.clone() else {
             return response::error(StatusCode::NOT_FOUND, "this runner has no job volume");
         };
+        let cancel = request.method() == Method::POST
+            && matches!(segments.as_slice(), ["api", "jobs", _, "cancel"]);
         return match super::jobs::route(request, &segments, &jobs, &tasks, &state.closing).await {
-            Ok(response) => response,
+            Ok(response) => {
+                // 200 is a queued job cancelled here (202 a running one asked to stop, which
+                // its own runner counts when it ends).
+                if cancel && response.status() == StatusCode::OK {
+                    metrics.queued_job_cancelled();
+                }
+                response
+            }
             Err(_) => response::error(StatusCode::NOT_FOUND, format!("no route for {path}")),
         };
     }
@@ -46,9 +79,7 @@ pub async fn route(
             StatusCode::OK,
             &serde_json::json!({"version": env!("CARGO_PKG_VERSION")}),
         ),
-        (Method::GET, ["api", "runner"]) => {
-            response::json(StatusCode::OK, &state.manager.status(&state.runner_id))
-        }
+        (Method::GET, ["api", "runner"]) => response::json(StatusCode::OK, &metrics.report(&state)),
         (Method::GET, ["api", "kernelspecs"]) => {
             response::json(StatusCode::OK, &state.manager.kernelspecs())
         }
@@ -62,7 +93,13 @@ pub async fn route(
             }
         }
         (Method::GET, ["api", "kernels"]) => response::json(StatusCode::OK, &state.manager.list()),
-        (Method::POST, ["api", "kernels"]) => create(request, &state).await,
+        (Method::POST, ["api", "kernels"]) => {
+            let response = create(request, &state).await;
+            if response.status() == StatusCode::CREATED {
+                metrics.kernel_started();
+            }
+            response
+        }
         (Method::GET, ["api", "kernels", id]) => match state.manager.get(id) {
             Ok(kernel) => response::json(StatusCode::OK, &kernel.model()),
             Err(error) => response::runner_error(&error),
@@ -121,6 +158,17 @@ fn authorized(request: &Request<Incoming>, secret: &str) -> bool {
         .get(RUNNER_SECRET_HEADER)
         .map(|given| constant_time_eq(given.as_bytes(), secret.as_bytes()))
         .unwrap_or(false)
+}
+
+/// `Authorization: Bearer SECRET`, which a Prometheus scrape job sends from a secret file.
+fn bearer_authorized(request: &Request<Incoming>, secret: &str) -> bool {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, token)| constant_time_eq(token.trim().as_bytes(), secret.as_bytes()))
 }
 
 /// Compares without an early exit, so response timing says nothing about the secret.
