@@ -6,10 +6,11 @@ BACKEND ?= process
 SERVE_ARGS ?=
 
 .DEFAULT_GOAL := deploy
-.PHONY: deploy status scale logs down gluster service-images run build images test lint bench clean help
+.PHONY: deploy status scale logs down gluster service-images run build images test test-cluster cluster-up cluster-down lint bench clean help
 
 ## deploy: make this Docker host a swarm manager and deploy the stack (swarm/deploy.sh):
-#    ADVERTISE_ADDR=, WORKERS=N, TLS_CERT= TLS_KEY=, VOLUME=/mnt/cellgate, PORT=443, EDGE=nginx
+#    ADVERTISE_ADDR=, WORKERS=N, JOIN="host ...", TLS_CERT= TLS_KEY=, VOLUME=/mnt/cellgate,
+#    PORT=443, EDGE=nginx, PUBLISH_MODE=ingress|host (detected)
 deploy:
 	swarm/deploy.sh
 
@@ -54,6 +55,20 @@ images:
 #    formatting, lints, unit and end-to-end tests (Docker, GlusterFS, swarm and browser included)
 test:
 	tests/suite.sh
+
+## test-cluster: the multi-node cluster tests alone (tests/cluster.rs: a three-node test
+#    cluster brought up, deployed with make, failed node by node, and removed)
+test-cluster: build
+	CELLGATE_CLUSTER_TESTS=1 $(CARGO) test --test cluster -- --nocapture
+
+## cluster-up: a test cluster of CLUSTER_NODES (3) Docker hosts on this machine, as
+#    containers with their own engine, GlusterFS and SSH (cluster/up.sh); nothing else touched
+cluster-up: build
+	cluster/up.sh
+
+## cluster-down: remove the test cluster completely (cluster/down.sh)
+cluster-down:
+	cluster/down.sh
 
 ## lint: rustfmt and clippy with warnings as errors
 lint:

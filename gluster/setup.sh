@@ -5,8 +5,9 @@
 #   - probes the peers from the first node;
 #   - creates volume VOLNAME with one replica set on the first three nodes: replica 3, or with
 #     ARBITER=1 replica 2 + arbiter (the third brick holds only metadata);
-#   - sets the options the jobs store needs (issue 5): client-side caches off so every node
-#     sees every rename and O_EXCL create at once;
+#   - sets the options of options.sh: client-side caches off so every node sees every rename
+#     and O_EXCL create at once, and a 5 s ping timeout so a frozen node stalls the others'
+#     mounts for seconds, not the default 42 s;
 #   - mounts it at MOUNT on every node with an fstab line (_netdev, backup volfile servers);
 #   - checks it: a file written on one node is read on every other.
 # Environment: VOLNAME (cellgate), BRICK (/data/glusterfs/cellgate/brick), MOUNT
@@ -27,7 +28,7 @@ for node in "${nodes[@]}"; do
 done
 for node in "${nodes[@]}"; do
     say "$node: installing GlusterFS and starting glusterd"
-    on "$node" "command -v glusterd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq glusterfs-server glusterfs-client >/dev/null); systemctl enable --now glusterd >/dev/null 2>&1 || service glusterd start; mkdir -p '$brick' '$mount'"
+    on "$node" "command -v glusterd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq glusterfs-server glusterfs-client >/dev/null); pgrep -x glusterd >/dev/null || systemctl enable --now glusterd >/dev/null 2>&1 || service glusterd start >/dev/null 2>&1 || glusterd; mkdir -p '$brick' '$mount'"
 done
 first=${nodes[0]}
 for node in "${nodes[@]:1}"; do
@@ -52,6 +53,10 @@ fi
 say "setting the volume options: no client caches (claims and renames seen at once everywhere)"
 for option in "${STRICT_VOLUME_OPTIONS[@]}"; do
     on "$first" "gluster volume set $volname $option off >/dev/null"
+done
+say "setting the failover options: ${FAILOVER_VOLUME_OPTIONS[*]}"
+for option in "${FAILOVER_VOLUME_OPTIONS[@]}"; do
+    on "$first" "gluster volume set $volname $option >/dev/null"
 done
 on "$first" "gluster volume info $volname | grep -q 'Status: Started' || gluster volume start $volname"
 for i in "${!nodes[@]}"; do

@@ -91,6 +91,10 @@ cli volume create "$volname" replica 2 "$host:$dir/brick1" "$host:$dir/brick2" f
 for option in "${STRICT_VOLUME_OPTIONS[@]}"; do
     cli volume set "$volname" "$option" off >/dev/null
 done
+for option in "${FAILOVER_VOLUME_OPTIONS[@]}"; do
+    # shellcheck disable=SC2086
+    cli volume set "$volname" $option >/dev/null
+done
 cli volume start "$volname" >/dev/null
 
 for mount in mount1 mount2; do

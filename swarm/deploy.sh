@@ -3,6 +3,8 @@
 # the cellgate stack. Idempotent: every step checks before it acts.
 #
 # Environment: ADVERTISE_ADDR, WORKERS (wait for N Ready workers), WORKERS_TIMEOUT (s, 600),
+# JOIN="host ..." (join these hosts as workers over SSH first), SSH_USER (root),
+# PUBLISH_MODE (ingress or host; detected: host when the kernel has no IPVS),
 # TLS_CERT/TLS_KEY (else self-signed), VOLUME (/mnt/cellgate), PORT (443), RUNNERS,
 # EDGE=nginx (also deploy swarm-nginx.yml), NGINX_PORT (8443), DEPLOY_TIMEOUT (s, 300),
 # SKIP_BUILD=1 (use the images as they are), SKIP_CARGO=1 (use target/release as it is).
@@ -40,7 +42,21 @@ elif [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" != true ]; then
 else
     say "swarm already active, this node is a manager"
 fi
-say "to add a worker, run on it: $(docker swarm join-token worker | grep 'docker swarm join')"
+manager_addr=$(docker info --format '{{.Swarm.NodeAddr}}')
+if [ -n "${JOIN:-}" ]; then
+    join_token=$(docker swarm join-token -q worker)
+    for host in $JOIN; do
+        if [ "$(on_node "$host" "docker info --format '{{.Swarm.LocalNodeState}}'")" = active ]; then
+            say "$host is in a swarm already"
+        else
+            say "$host: joining the swarm as a worker (over ssh)"
+            on_node "$host" "docker swarm join --token $join_token $manager_addr:2377" >/dev/null \
+                || die "$host could not join the swarm (ssh ${SSH_USER:-root}@$host, then docker swarm join)"
+        fi
+    done
+else
+    say "to add a worker, run on it: $(docker swarm join-token worker | grep 'docker swarm join'), or make JOIN=\"HOST ...\""
+fi
 if [ "${WORKERS:-0}" -gt 0 ]; then
     deadline=$(( $(date +%s) + ${WORKERS_TIMEOUT:-600} ))
     while :; do
@@ -104,16 +120,9 @@ fi
 # 5. Multi-node: a registry in the swarm, so workers can pull the images.
 export IMAGE_PREFIX=cellgate/ LANGUAGE_IMAGE_PREFIX=cellgate/
 if [ "$workers" -gt 0 ]; then
-    say "$workers workers: deploying the registry and pushing the images to it"
-    docker stack deploy -c swarm-registry.yml "${STACK}-registry" >/dev/null
-    for _ in $(seq 60); do curl -fsS http://127.0.0.1:${REGISTRY_PORT:-5000}/v2/ >/dev/null 2>&1 && break; sleep 2; done
-    for image in $(docker images --format '{{.Repository}}' | grep '^cellgate/' | grep -v registry | sort -u); do
-        docker tag "$image:${IMAGE_TAG:-latest}" "127.0.0.1:${REGISTRY_PORT:-5000}/$image:${IMAGE_TAG:-latest}"
-        docker push --quiet "127.0.0.1:${REGISTRY_PORT:-5000}/$image:${IMAGE_TAG:-latest}" >/dev/null
-    done
-    # Every node reaches the registry on its own loopback through the routing mesh; Docker
-    # allows plain HTTP to a loopback registry. Runners pull the language images at start.
-    export IMAGE_PREFIX=127.0.0.1:${REGISTRY_PORT:-5000}/cellgate/ RUNNER_ROLE=${RUNNER_ROLE:-worker}
+    "$root/swarm/registry.sh" "$manager_addr"
+    registry=$manager_addr:${REGISTRY_PORT:-5000}
+    export IMAGE_PREFIX=$registry/cellgate/ RUNNER_ROLE=${RUNNER_ROLE:-worker}
     export LANGUAGE_IMAGE_PREFIX=$IMAGE_PREFIX PULL_IMAGES=true RUNNER_START_PERIOD=${RUNNER_START_PERIOD:-15m}
 else
     export RUNNER_ROLE=${RUNNER_ROLE:-manager}
@@ -121,11 +130,19 @@ fi
 
 # 6. The stack.
 export VOLUME=${VOLUME:-/mnt/cellgate} PORT=${PORT:-443}
-# On a single node the routing mesh adds nothing, and it fails on hosts whose kernel lacks
-# IPVS or mixes iptables back ends: publish in host mode there, one gateway per manager.
+# The routing mesh needs IPVS; without it (detected here) ports are published in host mode:
+# each gateway answers on the node it runs on, one per node, and clients (or the nginx edge,
+# or a DNS name with every gateway node's address) reach them there. On a single node the
+# mesh adds nothing, so it is host mode there too.
 managers=$(docker node ls --filter role=manager -q | wc -l)
 if [ "$workers" -eq 0 ] && [ "$managers" -eq 1 ]; then
     export PUBLISH_MODE=${PUBLISH_MODE:-host} GATEWAYS=${GATEWAYS:-1}
+fi
+export PUBLISH_MODE=${PUBLISH_MODE:-$(publish_mode_here)}
+if [ "$PUBLISH_MODE" = host ]; then
+    [ "$workers" -eq 0 ] || say "no IPVS in this kernel (no routing mesh): gateway ports are published on the nodes that run a gateway"
+    # Host mode: one gateway per node, on any node, so two gateways are on two nodes.
+    export GATEWAYS_PER_NODE=1 GATEWAY_CONSTRAINT=${GATEWAY_CONSTRAINT:-node.platform.os == linux}
 fi
 # A host-mode port is held by the running task: a replacement can only start after it stops.
 if [ "${PUBLISH_MODE:-ingress}" = host ]; then
@@ -144,5 +161,9 @@ docker stack deploy "${files[@]}" --prune "$STACK" >/dev/null
 
 # 7. Wait for every replica and the gateway's health.
 "$root/swarm/wait.sh"
-url="https://$(hostname):${PORT}/?token=$(cat "$root/target/swarm/token" 2>/dev/null || echo '<token from docker secret cellgate_token>')"
-say "cellgate is up: $url"
+token=$(cat "$root/target/swarm/token" 2>/dev/null || echo '<token from docker secret cellgate_token>')
+if [ "$PUBLISH_MODE" = host ] && [ "$workers" -gt 0 ]; then
+    for address in $(gateway_addresses); do say "cellgate is up: https://$address:${PORT}/?token=$token"; done
+else
+    say "cellgate is up: https://$(hostname):${PORT}/?token=$token"
+fi
