@@ -416,8 +416,7 @@ async fn a_three_node_cluster_deploys_and_survives_losing_a_worker() {
         let victims_jobs: Vec<String> = within("a job running on the victim", RETRY_BOUND, || {
             let (client, sleepers, victim) = (&steady_client, &sleepers, &victim);
             async move {
-                // Every job running, so that the failure comes between the runners' writes of
-                // a job's status, not in the middle of one (see the comment below).
+                // Every job running: the victim holds some of them when it fails.
                 let mut running = Vec::new();
                 for job in sleepers {
                     let status = job_status(client, job).await;
@@ -434,10 +433,7 @@ async fn a_three_node_cluster_deploys_and_survives_losing_a_worker() {
         .await
         .0;
 
-        // The failure. A node frozen while it publishes a job's status (write, then rename)
-        // completes that rename when it thaws, after another runner has finished the job: the
-        // job's status goes back to `running` on the frozen node. Not fixed yet (the status
-        // needs one file per attempt); jobs frozen mid-run, as here, are not affected.
+        // The failure.
         let container = cluster.container(&victim);
         let network = cluster.name.clone();
         let failed_at = Instant::now();

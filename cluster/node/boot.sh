@@ -11,6 +11,14 @@ for hierarchy in /sys/fs/cgroup /sys/fs/cgroup/*; do
     mountpoint -q "$hierarchy" && mount -o remount,rw,bind "$hierarchy" "$hierarchy" 2>/dev/null
 done
 
+# /run starts empty at every boot, as on a host where it is a tmpfs. After a kill the
+# container's own /run still holds the pid files of the engine, containerd, sshd and glusterd;
+# a pid reused by this boot's processes makes dockerd refuse to start ("pid file found").
+if ! mountpoint -q /run; then
+    mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
+fi
+mkdir -p /run/sshd /run/lock
+
 # Host keys of its own: the image's are the same on every node.
 if [ ! -f /etc/ssh/.host-keys-of-this-node ]; then
     rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub

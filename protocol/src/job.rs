@@ -359,7 +359,8 @@ impl JobState {
     }
 }
 
-/// A job's `status.json`: replaced whole on every change, never edited in place.
+/// The status of a job's attempt (`status-<attempt>.json`): replaced whole on every change,
+/// never edited in place.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
     pub id: String,

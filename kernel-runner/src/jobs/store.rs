@@ -6,7 +6,8 @@
 //! jobs/<id>/spec.json          written once, before the job becomes visible
 //! jobs/<id>/inputs/<name>      uploaded files
 //! jobs/<id>/stdin              standard input, when given
-//! jobs/<id>/status.json        replaced whole (write, fsync, rename) on every change
+//! jobs/<id>/status-<attempt>.json   the attempt's status, replaced whole (write, fsync,
+//!                              rename); the highest attempt's file is the job's status
 //! jobs/<id>/claim-<attempt>    created with O_CREAT|O_EXCL by the one runner that runs it
 //! jobs/<id>/fence-<attempt>    created with O_EXCL by whoever ends an attempt's lease early
 //! jobs/<id>/cancel             asks the runner holding the job to kill it
@@ -20,7 +21,10 @@
 //! to the same name can both succeed, and fcntl locks are not to be trusted. So a claim or a
 //! fence is an `O_EXCL` file, a status is published by renaming a file whose name is unique
 //! to its writer, and the attempt number is the fencing token: a runner publishes an
-//! attempt's result only while nobody has fenced that attempt off.
+//! attempt's result only while nobody has fenced that attempt off. Each attempt has its own
+//! status file, so a runner that stalled in the middle of a publication (a frozen node) and
+//! completes its rename later writes only over its own, superseded attempt: readers take the
+//! highest attempt, and a stale write can never bring a finished job back to `running`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -225,7 +229,10 @@ impl JobStore {
         let result = (|| {
             write_new(&staged.dir.join("spec.json"), &to_json(spec))?;
             let status = JobStatus::queued(spec);
-            write_new(&staged.dir.join("status.json"), &to_json(&status))?;
+            write_new(
+                &staged.dir.join(status_file(status.attempt)),
+                &to_json(&status),
+            )?;
             let target = self.jobs.join(&staged.id);
             fs::rename(&staged.dir, &target).map_err(JobError::volume(&target))?;
             Ok(status)
@@ -243,9 +250,28 @@ impl JobStore {
         Ok(status)
     }
 
+    /// The job's status: that of its latest attempt.
     pub fn status(&self, id: &str) -> Result<JobStatus, JobError> {
-        let path = self.job_dir(id)?.join("status.json");
-        read_json(&path).map_err(|error| not_found_as(error, id))
+        let dir = self.job_dir(id)?;
+        let entries = fs::read_dir(&dir)
+            .map_err(JobError::volume(&dir))
+            .map_err(|error| not_found_as(error, id))?;
+        let mut latest = None;
+        for entry in entries {
+            let entry = entry.map_err(JobError::volume(&dir))?;
+            let name = entry.file_name();
+            let attempt = name
+                .to_str()
+                .and_then(|name| name.strip_prefix("status-"))
+                .and_then(|rest| rest.strip_suffix(".json"))
+                .and_then(|attempt| attempt.parse::<u32>().ok());
+            if attempt > latest {
+                latest = attempt;
+            }
+        }
+        // Jobs written before statuses were kept per attempt have a single `status.json`.
+        let name = latest.map_or_else(|| "status.json".to_owned(), status_file);
+        read_json(&dir.join(name)).map_err(|error| not_found_as(error, id))
     }
 
     pub fn spec(&self, id: &str) -> Result<JobSpec, JobError> {
@@ -288,11 +314,13 @@ impl JobStore {
         Ok(jobs)
     }
 
-    /// Replaces a job's status: written under a name unique to this writer, flushed, then
-    /// renamed over `status.json` in the same directory.
+    /// Replaces the status of the job's attempt `status.attempt`: written under a name unique
+    /// to this writer, flushed, then renamed over `status-<attempt>.json` in the same
+    /// directory. Publishing for an attempt that a later one has superseded changes nothing
+    /// readers see.
     pub fn publish(&self, status: &JobStatus) -> Result<(), JobError> {
         let dir = self.job_dir(&status.id)?;
-        replace(&dir, "status.json", &to_json(status))?;
+        replace(&dir, &status_file(status.attempt), &to_json(status))?;
         let _ = self.events.send(status.clone());
         Ok(())
     }
@@ -491,6 +519,10 @@ fn sanitize_node(node: &str) -> String {
         .to_owned()
 }
 
+fn status_file(attempt: u32) -> String {
+    format!("status-{attempt}.json")
+}
+
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("job types always serialize")
 }
@@ -655,6 +687,41 @@ mod tests {
     }
 
     #[test]
+    fn a_superseded_attempt_never_overwrites_the_status() {
+        let root = temp_root();
+        let store = JobStore::open(&root).unwrap();
+        let id = create_md5(&store, b"").id;
+        assert!(store.claim(&id, &lease("frozen", 1)).unwrap());
+        // The holder of attempt 1 read the status and stalled before publishing `running`.
+        let mut stale = store.status(&id).unwrap();
+        assert!(store.fence(&id, 1).unwrap());
+        let requeued = store.requeue(stale.clone(), "node froze".into()).unwrap();
+        assert!(store.claim(&id, &lease("b", 2)).unwrap());
+        let mut done = requeued;
+        done.state = JobState::Succeeded;
+        store.finish(&done).unwrap();
+        // It thaws and completes its publication.
+        stale.state = JobState::Running {
+            node: "frozen".into(),
+        };
+        store.publish(&stale).unwrap();
+        assert_eq!(store.status(&id).unwrap(), done);
+        assert_eq!(store.list().unwrap(), vec![done]);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_job_with_a_single_status_file_is_still_read() {
+        let root = temp_root();
+        let store = JobStore::open(&root).unwrap();
+        let status = create_md5(&store, b"");
+        let dir = store.job_dir(&status.id).unwrap();
+        fs::rename(dir.join(status_file(1)), dir.join("status.json")).unwrap();
+        assert_eq!(store.status(&status.id).unwrap(), status);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
     fn listing_follows_finishes_and_deletions_by_other_runners() {
         let root = temp_root();
         let store = JobStore::open(&root).unwrap();
@@ -683,7 +750,7 @@ mod tests {
         status.state = JobState::Failed;
         replace(
             &store.job_dir(&waiting.id).unwrap(),
-            "status.json",
+            &status_file(status.attempt),
             &to_json(&status),
         )
         .unwrap();

@@ -292,6 +292,12 @@ impl Worker {
                 }
             }
             store.publish(&status)?;
+            // A node that stalled since reading the status may have lost the attempt: what it
+            // published went to a superseded attempt, and it must not run the job as well.
+            if store.is_fenced(&job, attempt)? {
+                tracing::warn!(id = %job, attempt, "the attempt was fenced off before it started");
+                return Ok(None);
+            }
             Ok::<_, JobError>(Some((spec, status, cancel_requested)))
         })
         .await
