@@ -362,11 +362,26 @@ async fn a_three_node_cluster_deploys_and_survives_losing_a_worker() {
             .clone();
         let steady_client = Client::new(&gateway_address(&steady), Some(token));
         let survivor = if victim == "node2" { "node3" } else { "node2" };
+        // Every gateway task this far, with why it ended: a gateway replaced while a worker
+        // failed shows here.
+        cluster.on(
+            "node1",
+            "docker service ps cellgate_gateway --no-trunc \
+             --format '{{.Node}} {{.DesiredState}} {{.CurrentState}} {{.Error}}'",
+        );
+        // A gateway that started since the last failure places kernels once it has found
+        // both runners.
+        within(
+            "the steady gateway seeing both runners",
+            REJOIN_BOUND,
+            || async { healthy_runners(&steady_client).await.filter(|n| *n == 2) },
+        )
+        .await;
 
         // A kernel on the victim, one on the survivor, each with a client connected.
         let mut on_victim = None;
         let mut on_survivor = None;
-        for _ in 0..6 {
+        for _ in 0..10 {
             let kernel = steady_client.start_kernel("bash").await;
             match cluster.node_of_kernel(&kernel).as_deref() {
                 Some(node) if node == victim => on_victim = on_victim.or(Some(kernel)),
