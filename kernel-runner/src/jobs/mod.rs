@@ -7,6 +7,7 @@ pub mod execute;
 pub mod languages;
 pub mod md5;
 pub mod nodes;
+mod outcome;
 pub mod output;
 pub mod process;
 pub mod store;

@@ -16,6 +16,7 @@ use super::error::JobError;
 use super::execute::{Execution, Executor, Program};
 use super::md5::{md5_file, Md5Error};
 use super::nodes::{memory, CpuMeter, Liveness};
+use super::outcome::{outcome, Outcome};
 use super::store::{JobStore, Lease, CANCEL_HOLDER};
 
 /// How a worker behaves; the defaults suit a swarm, tests shorten the intervals.
@@ -321,40 +322,16 @@ impl Worker {
         status.peak_memory_bytes = execution.peak_memory_bytes;
         status.finished_at = Some(Utc::now());
         let user_cancel = cancelled.load(Ordering::SeqCst);
-        let (state, reason) = if execution.stopped && user_cancel {
-            (JobState::Cancelled, Some("killed on request".to_owned()))
-        } else if execution.stopped {
-            // The runner is stopping: the attempt goes back to the queue for another runner.
-            (
-                JobState::Queued,
-                Some(format!("runner {} stopped", self.settings.node)),
-            )
-        } else if execution.timed_out {
-            (
-                JobState::TimedOut,
-                Some(format!(
-                    "killed after the wall timeout of {} s",
-                    spec.limits.timeout_seconds
-                )),
-            )
-        } else if execution.succeeded() {
-            (JobState::Succeeded, None)
-        } else {
-            let reason = execution
-                .error
-                .clone()
-                .unwrap_or_else(|| describe(&execution));
-            (JobState::Failed, Some(reason))
-        };
+        let Outcome {
+            state,
+            reason,
+            requeue,
+            result,
+        } = outcome(&spec, attempt, &self.settings.node, &execution, user_cancel);
         status.reason = reason.clone();
-        let retry = matches!(state, JobState::Failed | JobState::TimedOut)
-            && attempt <= spec.limits.retries;
-        let requeue = retry || state == JobState::Queued;
         status.state = state;
-        if let JobTask::Md5 = spec.task {
-            if status.state == JobState::Succeeded {
-                status.result = execution.result.clone();
-            }
+        if let Some(result) = result {
+            status.result = Some(result);
         }
         let heartbeat_fresh = self
             .last_heartbeat
@@ -630,16 +607,5 @@ impl StopFlag {
 impl Drop for StopFlag {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-fn describe(execution: &Execution) -> String {
-    if execution.oom {
-        return "killed: out of memory".to_owned();
-    }
-    match (execution.exit_code, execution.signal) {
-        (_, Some(signal)) => format!("killed by signal {signal}"),
-        (Some(code), None) => format!("exited with status {code}"),
-        (None, None) => "ended for an unknown reason".to_owned(),
     }
 }
