@@ -44,6 +44,23 @@ async fn kernelspecs_name_python3_javascript_and_bash() {
         assert!(spec["spec"]["argv"].is_array());
         assert!(spec["resources"].is_object());
     }
+    // Kernelspecs are shown as they run: no `{dir}`-like placeholder is left for a client.
+    let mut pending = vec![&specs];
+    while let Some(value) = pending.pop() {
+        match value {
+            serde_json::Value::String(text) => {
+                assert!(!text.contains('{'), "{text:?} in {specs}")
+            }
+            serde_json::Value::Array(items) => pending.extend(items),
+            serde_json::Value::Object(fields) => {
+                for (key, field) in fields {
+                    assert!(!key.contains('{'), "{key:?} in {specs}");
+                    pending.push(field);
+                }
+            }
+            _ => {}
+        }
+    }
     let one = server.client().get("/api/kernelspecs/bash").await;
     assert_eq!(one.status, StatusCode::OK);
     assert_eq!(one.json()["spec"]["language"], "bash");

@@ -228,7 +228,10 @@ async fn bad_job_input_gets_a_clear_4xx_through_the_gateway() {
     .created_id();
 
     let json_cases = [
-        (json!({"kind": "sha1"}), "unknown job kind"),
+        (
+            json!({"kind": "sha1"}),
+            "unknown variant `sha1`, expected one of `md5`, `run`, `command`",
+        ),
         (
             json!({"kind": "run", "language": "cobol", "files": {"a.cob": "x"}}),
             "cobol",
@@ -299,6 +302,18 @@ async fn bad_job_input_gets_a_clear_4xx_through_the_gateway() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     let nothing = client.get("/api/jobs/not-an-id/files/stdout").await;
     assert!(nothing.status.is_client_error());
+    // The list's state filter is checked by the runner, and its refusal reaches the client.
+    let unknown_state = client.get("/api/jobs?state=finished").await;
+    assert_eq!(
+        unknown_state.status,
+        StatusCode::BAD_REQUEST,
+        "{unknown_state:?}"
+    );
+    let message = unknown_state.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("\"finished\"") && message.contains("timed_out, cancelled"),
+        "{message}"
+    );
     let no_token = client.without_token().get("/api/jobs").await;
     assert_eq!(no_token.status, StatusCode::FORBIDDEN);
 

@@ -3,7 +3,7 @@
 
 mod support;
 
-use cellgate_protocol::content::{Content, ReplyStatus};
+use cellgate_protocol::content::{Content, ExecutionState, IsCompleteStatus, ReplyStatus};
 use cellgate_protocol::Channel;
 use serde_json::json;
 use support::{KernelSocket, Server};
@@ -45,7 +45,7 @@ async fn a_cell_produces_messages_in_jupyter_order_with_parent_headers() {
     let Content::Status(busy) = &run.messages[0].content else {
         unreachable!()
     };
-    assert_eq!(busy.execution_state, "busy");
+    assert_eq!(busy.execution_state, ExecutionState::Busy);
     assert_eq!(run.result().as_deref(), Some("2"));
     let reply = run.reply();
     assert_eq!(reply.status, ReplyStatus::Ok);
@@ -207,19 +207,19 @@ async fn completion_and_completeness_are_useful() {
     assert!(matches.unwrap().iter().any(|m| m.ends_with("path")));
 
     for (code, expected) in [
-        ("for i in range(3):", "incomplete"),
-        ("x = 1", "complete"),
-        ("x = = 1", "invalid"),
+        ("for i in range(3):", IsCompleteStatus::Incomplete),
+        ("x = 1", IsCompleteStatus::Complete),
+        ("x = = 1", IsCompleteStatus::Invalid),
     ] {
         let id = socket
             .send(Channel::Shell, "is_complete_request", json!({"code": code}))
             .await;
         let run = socket.collect(&id).await;
         let status = run.messages.iter().find_map(|m| match &m.content {
-            Content::IsCompleteReply(reply) => Some(reply.status.clone()),
+            Content::IsCompleteReply(reply) => Some(reply.status),
             _ => None,
         });
-        assert_eq!(status.as_deref(), Some(expected), "{code}");
+        assert_eq!(status, Some(expected), "{code}");
     }
 }
 
@@ -288,11 +288,11 @@ async fn restart_keeps_the_id_and_clears_the_state() {
             break;
         }
         if let Content::Status(status) = &message.content {
-            statuses.push(status.execution_state.clone());
+            statuses.push(status.execution_state);
         }
     }
     assert!(
-        !statuses.iter().any(|state| state == "restarting"),
+        !statuses.contains(&ExecutionState::Restarting),
         "a requested restart is not announced as `restarting` (JupyterLab reads that as a crash): {statuses:?}"
     );
     let run = socket.collect(&id).await;
@@ -328,9 +328,13 @@ async fn a_restart_asked_for_on_the_control_channel_publishes_no_restarting() {
         }
         seen.push(message.header.msg_type.clone());
         if let Content::Status(status) = &message.content {
-            assert_ne!(status.execution_state, "restarting", "{seen:?}");
-            seen.push(status.execution_state.clone());
-            if status.execution_state == "idle" {
+            assert_ne!(
+                status.execution_state,
+                ExecutionState::Restarting,
+                "{seen:?}"
+            );
+            seen.push(status.execution_state.to_string());
+            if status.execution_state == ExecutionState::Idle {
                 break;
             }
         }
@@ -403,12 +407,12 @@ async fn kernel_info_answers_on_shell_and_control() {
 
 /// Waits for the statuses published with no parent (a kernel's own doings, such as a restart
 /// after a crash) up to and including `last`.
-async fn statuses_until(socket: &mut KernelSocket, last: &str) -> Vec<String> {
+async fn statuses_until(socket: &mut KernelSocket, last: ExecutionState) -> Vec<ExecutionState> {
     let mut seen = Vec::new();
     loop {
         let message = socket.recv().await;
         if let Content::Status(status) = &message.content {
-            seen.push(status.execution_state.clone());
+            seen.push(status.execution_state);
             if status.execution_state == last {
                 return seen;
             }
@@ -428,8 +432,15 @@ async fn a_crashing_driver_is_restarted_as_jupyter_restarts_a_dead_kernel() {
     assert!(error.evalue.contains("status 3"), "{error:?}");
     // Announced as Jupyter servers announce an automatic restart (JupyterLab then says the
     // kernel died and restarts by itself), never as `dead`, which makes clients give up.
-    let statuses = statuses_until(&mut socket, "idle").await;
-    assert_eq!(statuses, ["restarting", "starting", "idle"]);
+    let statuses = statuses_until(&mut socket, ExecutionState::Idle).await;
+    assert_eq!(
+        statuses,
+        [
+            ExecutionState::Restarting,
+            ExecutionState::Starting,
+            ExecutionState::Idle
+        ]
+    );
     let model = server
         .client()
         .get(&format!("/api/kernels/{kernel}"))
@@ -447,7 +458,7 @@ async fn a_kernel_that_keeps_dying_stays_dead_with_a_reason_until_restarted() {
     let (kernel, mut socket) = python(&server).await;
     for _ in 0..5 {
         socket.execute("import os\nos._exit(3)").await;
-        statuses_until(&mut socket, "idle").await;
+        statuses_until(&mut socket, ExecutionState::Idle).await;
     }
     let run = socket.execute("import os\nos._exit(3)").await;
     assert_eq!(run.reply().status, ReplyStatus::Error);
@@ -488,7 +499,7 @@ async fn a_shutdown_request_leaves_a_dead_kernel_that_answers_and_can_be_restart
         .await;
     let reply = socket.reply_to(&id).await;
     assert_eq!(reply.content.to_value()["restart"], false);
-    statuses_until(&mut socket, "dead").await;
+    statuses_until(&mut socket, ExecutionState::Dead).await;
     let model = client.get(&format!("/api/kernels/{kernel}")).await.json();
     assert_eq!(model["execution_state"], "dead");
     assert!(model["reason"]

@@ -46,11 +46,12 @@ impl Language {
         drivers_root.join(self.language)
     }
 
-    pub fn kernelspec(&self) -> KernelSpec {
+    /// The kernelspec clients are shown, its command line resolved against `driver_dir`.
+    pub fn kernelspec(&self, driver_dir: &Path) -> KernelSpec {
         KernelSpec {
             name: self.kernel_name.to_owned(),
             spec: KernelSpecFile {
-                argv: self.argv.iter().map(|arg| arg.to_string()).collect(),
+                argv: self.command(driver_dir),
                 display_name: self.display_name.to_owned(),
                 language: self.language.to_owned(),
                 interrupt_mode: "signal".to_owned(),
@@ -249,13 +250,18 @@ impl LanguageSet {
         self.languages.iter().copied()
     }
 
-    pub fn kernelspecs(&self) -> KernelSpecs {
+    /// The kernelspecs of these languages, each command line resolved against the folder
+    /// `driver_dir` gives for its language.
+    pub fn kernelspecs(&self, driver_dir: impl Fn(&Language) -> PathBuf) -> KernelSpecs {
         KernelSpecs {
             default: self.default_name().unwrap_or("python3").to_owned(),
             kernelspecs: self
                 .languages
                 .iter()
-                .map(|language| (language.kernel_name.to_owned(), language.kernelspec()))
+                .map(|language| {
+                    let spec = language.kernelspec(&driver_dir(language));
+                    (language.kernel_name.to_owned(), spec)
+                })
                 .collect(),
         }
     }
@@ -292,14 +298,53 @@ pub fn on_path(program: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Every string of a JSON value, keys included.
+    fn strings(value: &serde_json::Value, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::String(text) => found.push(text.clone()),
+            serde_json::Value::Array(items) => items.iter().for_each(|item| strings(item, found)),
+            serde_json::Value::Object(fields) => {
+                for (key, field) in fields {
+                    found.push(key.clone());
+                    strings(field, found);
+                }
+            }
+            _ => {}
+        }
+    }
+
     #[test]
     fn kernelspecs_follow_jupyter_names() {
         let set = LanguageSet::new(ALL.to_vec());
-        let specs = set.kernelspecs();
+        let specs = set.kernelspecs(|language| language.driver_dir(Path::new("/d")));
         assert_eq!(specs.default, "python3");
         assert_eq!(specs.kernelspecs["python3"].spec.language, "python");
         assert_eq!(specs.kernelspecs["javascript"].spec.language, "javascript");
         assert_eq!(specs.kernelspecs["bash"].spec.language, "bash");
+    }
+
+    #[test]
+    fn kernelspecs_show_the_command_that_runs() {
+        let root = std::env::temp_dir().join(format!("cellgate-specs-{}", uuid::Uuid::new_v4()));
+        install_drivers(&root).unwrap();
+        let specs =
+            LanguageSet::new(ALL.to_vec()).kernelspecs(|language| language.driver_dir(&root));
+        let mut found = Vec::new();
+        strings(&serde_json::to_value(&specs).unwrap(), &mut found);
+        let placeholders: Vec<&String> = found.iter().filter(|text| text.contains('{')).collect();
+        assert!(placeholders.is_empty(), "{placeholders:?}");
+        for language in ALL {
+            let argv = &specs.kernelspecs[language.kernel_name].spec.argv;
+            assert_eq!(*argv, language.command(&language.driver_dir(&root)));
+            // The driver file a kernelspec names is there, where the runner installed it.
+            let script = argv.last().unwrap();
+            assert!(
+                Path::new(script).is_file(),
+                "{}: {argv:?}",
+                language.kernel_name
+            );
+        }
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

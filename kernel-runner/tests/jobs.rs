@@ -501,6 +501,50 @@ async fn bad_input_is_refused_and_touches_nothing() {
     runners.stop().await;
 }
 
+/// `?state=` filters the list by state; a state that does not exist is refused, naming the
+/// states that do, instead of answering an empty list that looks like "no such jobs".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_list_filters_by_state_and_refuses_unknown_states() {
+    let runners = start_runners(1, 1).await;
+    let address = runners.addresses[0].clone();
+    let id = submit_md5(&address, "filtered", b"abc").await;
+    wait_final(&address, &id).await;
+    let ids = |list: &Value| -> Vec<String> {
+        list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|job| job["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, list) =
+        json_request(&address, "GET", "/api/jobs?state=succeeded", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(ids(&list), [id]);
+    let (status, list) =
+        json_request(&address, "GET", "/api/jobs?state=timed_out", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert!(ids(&list).is_empty(), "{list}");
+    for bad in ["finished", "Succeeded", "timed%20out", ""] {
+        let (status, error) = json_request(
+            &address,
+            "GET",
+            &format!("/api/jobs?state={bad}"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {error}");
+        assert_eq!(error["reason"], "Bad Request");
+        let message = error["message"].as_str().unwrap();
+        let given = bad.replace("%20", " ");
+        assert!(message.contains(&format!("{given:?}")), "{message}");
+        for valid in cellgate_protocol::job::JobStateKind::NAMES {
+            assert!(message.contains(valid), "{valid} missing from {message}");
+        }
+    }
+    runners.stop().await;
+}
+
 /// An upload that grows past the limit while it streams (no length declared up front) is
 /// refused, and nothing of it stays on the volume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

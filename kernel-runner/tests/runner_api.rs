@@ -121,6 +121,51 @@ async fn status_reports_what_a_balancer_needs() {
     runner.done.await.unwrap();
 }
 
+/// Every string of a JSON value, keys included.
+fn strings(value: &serde_json::Value) -> Vec<&str> {
+    match value {
+        serde_json::Value::String(text) => vec![text.as_str()],
+        serde_json::Value::Array(items) => items.iter().flat_map(strings).collect(),
+        serde_json::Value::Object(fields) => fields
+            .iter()
+            .flat_map(|(key, field)| std::iter::once(key.as_str()).chain(strings(field)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn kernelspecs_show_the_installed_drivers_without_placeholders() {
+    let runner = start_runner().await;
+    let (status, specs) =
+        request(&runner.address, "GET", "/api/kernelspecs", Some(SECRET), "").await;
+    assert_eq!(status, StatusCode::OK, "{specs}");
+    let placeholders: Vec<&str> = strings(&specs)
+        .into_iter()
+        .filter(|text| text.contains('{'))
+        .collect();
+    assert!(placeholders.is_empty(), "{placeholders:?} in {specs}");
+    // The process backend runs bash wherever the tests run; its kernelspec names the driver
+    // the runner installed, and a single kernelspec is the same as in the list.
+    let argv = specs["kernelspecs"]["bash"]["spec"]["argv"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no bash kernelspec in {specs}"));
+    let script = argv.last().and_then(|arg| arg.as_str()).unwrap();
+    assert!(std::path::Path::new(script).is_file(), "{argv:?}");
+    let (status, bash) = request(
+        &runner.address,
+        "GET",
+        "/api/kernelspecs/bash",
+        Some(SECRET),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bash, specs["kernelspecs"]["bash"]);
+    runner.stop.cancel();
+    runner.done.await.unwrap();
+}
+
 #[tokio::test]
 async fn shutdown_stops_every_kernel_process() {
     let runner = start_runner().await;

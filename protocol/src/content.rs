@@ -6,6 +6,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::names::closed_names;
+
 /// A MIME bundle: `{"text/plain": "...", "image/png": "<base64>", ...}`.
 pub type MimeBundle = Map<String, Value>;
 
@@ -103,10 +105,23 @@ pub struct IsCompleteRequest {
     pub code: String,
 }
 
+closed_names! {
+    /// Whether code is ready to run, as an `is_complete_reply` judges it.
+    pub enum IsCompleteStatus: "is_complete status" {
+        /// It can run as it is.
+        Complete = "complete",
+        /// It needs more lines; `indent` says how the next one starts.
+        Incomplete = "incomplete",
+        /// It cannot run, whatever follows.
+        Invalid = "invalid",
+        /// The kernel cannot tell.
+        Unknown = "unknown",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsCompleteReply {
-    /// `complete`, `incomplete`, `invalid` or `unknown`.
-    pub status: String,
+    pub status: IsCompleteStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indent: Option<String>,
 }
@@ -212,10 +227,22 @@ pub struct ErrorReply {
     pub error: ErrorInfo,
 }
 
+closed_names! {
+    /// A kernel's execution state: what iopub `status` messages announce (`starting`, `busy`,
+    /// `idle`, and `restarting` and `dead` as Jupyter servers add them) and what the REST
+    /// model of a kernel reports.
+    pub enum ExecutionState: "execution state" {
+        Starting = "starting",
+        Idle = "idle",
+        Busy = "busy",
+        Restarting = "restarting",
+        Dead = "dead",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
-    /// `busy`, `idle` or `starting`.
-    pub execution_state: String,
+    pub execution_state: ExecutionState,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,10 +251,17 @@ pub struct ExecuteInput {
     pub execution_count: u64,
 }
 
+closed_names! {
+    /// The output stream a `stream` message carries text of.
+    pub enum StreamName: "stream name" {
+        Stdout = "stdout",
+        Stderr = "stderr",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stream {
-    /// `stdout` or `stderr`.
-    pub name: String,
+    pub name: StreamName,
     pub text: String,
 }
 
@@ -500,6 +534,69 @@ mod tests {
     fn malformed_known_content_is_an_error() {
         assert!(Content::from_value("execute_request", json!({"code": 5})).is_err());
         assert!(Content::from_value("complete_request", json!({})).is_err());
+    }
+
+    #[test]
+    fn kernel_states_keep_their_jupyter_names() {
+        crate::names::assert_round_trips(
+            ExecutionState::ALL,
+            &["starting", "idle", "busy", "restarting", "dead"],
+        );
+        let busy = Content::Status(Status {
+            execution_state: ExecutionState::Busy,
+        });
+        assert_eq!(busy.to_value(), json!({"execution_state": "busy"}));
+        let idle = Content::from_value("status", json!({"execution_state": "idle"})).unwrap();
+        assert_eq!(
+            idle,
+            Content::Status(Status {
+                execution_state: ExecutionState::Idle
+            })
+        );
+        assert!(Content::from_value("status", json!({"execution_state": "Idle"})).is_err());
+    }
+
+    #[test]
+    fn stream_names_keep_their_jupyter_names() {
+        crate::names::assert_round_trips(StreamName::ALL, &["stdout", "stderr"]);
+        let stream = Content::Stream(Stream {
+            name: StreamName::Stderr,
+            text: "oops\n".into(),
+        });
+        assert_eq!(
+            stream.to_value(),
+            json!({"name": "stderr", "text": "oops\n"})
+        );
+        assert_eq!(
+            Content::from_value("stream", stream.to_value()).unwrap(),
+            stream
+        );
+        assert!(Content::from_value("stream", json!({"name": "stdin", "text": ""})).is_err());
+    }
+
+    #[test]
+    fn is_complete_statuses_keep_their_jupyter_names() {
+        crate::names::assert_round_trips(
+            IsCompleteStatus::ALL,
+            &["complete", "incomplete", "invalid", "unknown"],
+        );
+        let reply = Content::IsCompleteReply(IsCompleteReply {
+            status: IsCompleteStatus::Incomplete,
+            indent: Some("    ".into()),
+        });
+        assert_eq!(
+            reply.to_value(),
+            json!({"status": "incomplete", "indent": "    "})
+        );
+        let complete =
+            Content::from_value("is_complete_reply", json!({"status": "complete"})).unwrap();
+        assert_eq!(
+            complete,
+            Content::IsCompleteReply(IsCompleteReply {
+                status: IsCompleteStatus::Complete,
+                indent: None,
+            })
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::content::{ErrorInfo, LanguageInfo, MimeBundle, ReplyStatus};
+use crate::content::{ErrorInfo, IsCompleteStatus, LanguageInfo, MimeBundle, ReplyStatus};
 
 /// The longest header line accepted, newline included.
 pub const MAX_HEADER_LEN: usize = 64;
@@ -284,7 +284,7 @@ pub struct Completions {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completeness {
-    pub status: String,
+    pub status: IsCompleteStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indent: Option<String>,
 }
@@ -395,6 +395,10 @@ mod tests {
                 payload: Vec::new(),
             }),
             Event::Stderr(Vec::new()),
+            Event::IsCompleteReply(Completeness {
+                status: IsCompleteStatus::Incomplete,
+                indent: Some("  ".into()),
+            }),
             Event::UpdateDisplay(RichOutput {
                 data: serde_json::from_str(r#"{"text/plain": "2"}"#).unwrap(),
                 metadata: Map::new(),
@@ -475,6 +479,33 @@ mod tests {
             decoder.next_frame(),
             Err(FrameError::BodyTooLarge { len: 11, max: 10 })
         );
+    }
+
+    #[test]
+    fn completeness_reads_what_drivers_send() {
+        let frame = Frame::new(
+            "is_complete_reply",
+            r#"{"status":"incomplete","indent":""}"#,
+        );
+        assert_eq!(
+            Event::from_frame(&frame).unwrap(),
+            Event::IsCompleteReply(Completeness {
+                status: IsCompleteStatus::Incomplete,
+                indent: Some(String::new()),
+            })
+        );
+        let unknown = Frame::new("is_complete_reply", r#"{"status":"unknown"}"#);
+        assert!(matches!(
+            Event::from_frame(&unknown),
+            Ok(Event::IsCompleteReply(Completeness {
+                status: IsCompleteStatus::Unknown,
+                indent: None,
+            }))
+        ));
+        assert!(matches!(
+            Event::from_frame(&Frame::new("is_complete_reply", r#"{"status":"maybe"}"#)),
+            Err(FrameError::BadBody { .. })
+        ));
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::names::closed_names;
+
 /// The longest file name accepted for an input, in bytes.
 pub const MAX_FILE_NAME: usize = 200;
 
@@ -60,6 +62,15 @@ pub fn job_images() -> Vec<&'static str> {
 /// Output files a job may have, the only names `GET /api/jobs/{id}/files/{name}` serves.
 pub const OUTPUT_FILES: [&str; 3] = ["stdout", "stderr", "result"];
 
+closed_names! {
+    /// What sort of job a request asks for, and a status reports: the `kind` of [`JobTask`].
+    pub enum JobKind: "job kind" {
+        Md5 = "md5",
+        Run = "run",
+        Command = "command",
+    }
+}
+
 /// What a job does. The input files are named in the job's `inputs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -80,11 +91,11 @@ pub enum JobTask {
 }
 
 impl JobTask {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> JobKind {
         match self {
-            JobTask::Md5 => "md5",
-            JobTask::Run { .. } => "run",
-            JobTask::Command { .. } => "command",
+            JobTask::Md5 => JobKind::Md5,
+            JobTask::Run { .. } => JobKind::Run,
+            JobTask::Command { .. } => JobKind::Command,
         }
     }
 }
@@ -182,7 +193,7 @@ pub struct JobRequest {
     /// Free text for people; never used as a path.
     #[serde(default)]
     pub name: String,
-    pub kind: String,
+    pub kind: JobKind,
     pub language: Option<String>,
     pub image: Option<String>,
     pub command: Option<String>,
@@ -209,8 +220,8 @@ impl JobRequest {
                 Ok(())
             }
         };
-        match self.kind.as_str() {
-            "md5" => {
+        match self.kind {
+            JobKind::Md5 => {
                 unexpected("language", self.language.is_some())?;
                 unexpected("image", self.image.is_some())?;
                 unexpected("command", self.command.is_some())?;
@@ -225,7 +236,7 @@ impl JobRequest {
                 }
                 Ok(JobTask::Md5)
             }
-            "run" => {
+            JobKind::Run => {
                 unexpected("image", self.image.is_some())?;
                 unexpected("command", self.command.is_some())?;
                 if inputs.is_empty() {
@@ -266,7 +277,7 @@ impl JobRequest {
                     args: self.args.clone(),
                 })
             }
-            "command" => {
+            JobKind::Command => {
                 unexpected("language", self.language.is_some())?;
                 unexpected("args", !self.args.is_empty())?;
                 let image = self.image.clone().ok_or("a command job needs an image")?;
@@ -277,9 +288,6 @@ impl JobRequest {
                     .ok_or("a command job needs a command line")?;
                 Ok(JobTask::Command { image, command })
             }
-            other => Err(format!(
-                "unknown job kind {other:?}: expected md5, run or command"
-            )),
         }
     }
 }
@@ -330,6 +338,19 @@ pub struct JobSpec {
     pub created_at: DateTime<Utc>,
 }
 
+closed_names! {
+    /// Which state a job is in, without what the state carries: the `state` of a
+    /// [`JobState`], and what `GET /api/jobs?state=` filters by.
+    pub enum JobStateKind: "job state" {
+        Queued = "queued",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        TimedOut = "timed_out",
+        Cancelled = "cancelled",
+    }
+}
+
 /// Where a job is in its life. Final states never change again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -343,15 +364,19 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub fn name(&self) -> &'static str {
+    pub fn kind(&self) -> JobStateKind {
         match self {
-            JobState::Queued => "queued",
-            JobState::Running { .. } => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::TimedOut => "timed_out",
-            JobState::Cancelled => "cancelled",
+            JobState::Queued => JobStateKind::Queued,
+            JobState::Running { .. } => JobStateKind::Running,
+            JobState::Succeeded => JobStateKind::Succeeded,
+            JobState::Failed => JobStateKind::Failed,
+            JobState::TimedOut => JobStateKind::TimedOut,
+            JobState::Cancelled => JobStateKind::Cancelled,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.kind().as_str()
     }
 
     pub fn is_final(&self) -> bool {
@@ -365,7 +390,7 @@ impl JobState {
 pub struct JobStatus {
     pub id: String,
     pub name: String,
-    pub kind: String,
+    pub kind: JobKind,
     #[serde(flatten)]
     pub state: JobState,
     /// The attempt this status belongs to, from 1; a requeue after a failure or a dead node
@@ -395,7 +420,7 @@ impl JobStatus {
         JobStatus {
             id: spec.id.clone(),
             name: spec.name.clone(),
-            kind: spec.task.kind().to_owned(),
+            kind: spec.task.kind(),
             state: JobState::Queued,
             attempt: 1,
             ran_on: None,
@@ -509,7 +534,6 @@ mod tests {
     #[test]
     fn bad_requests_are_explained() {
         let cases = [
-            (json!({"kind": "sha1"}), vec![], "unknown job kind"),
             (json!({"kind": "md5"}), vec![], "exactly one file"),
             (
                 json!({"kind": "md5", "language": "c"}),
@@ -537,6 +561,78 @@ mod tests {
             assert!(error.contains(expected), "{value}: {error}");
         }
         assert!(serde_json::from_value::<JobRequest>(json!({"kind": "md5", "nope": 1})).is_err());
+        // An unknown kind is refused as the request is read, naming the kinds there are.
+        let error = serde_json::from_value::<JobRequest>(json!({"kind": "sha1"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("sha1") && error.contains("md5") && error.contains("command"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn job_kinds_keep_their_names() {
+        crate::names::assert_round_trips(JobKind::ALL, &["md5", "run", "command"]);
+        let tasks = [
+            JobTask::Md5,
+            JobTask::Run {
+                language: "c".into(),
+                files: vec!["a.c".into()],
+                args: Vec::new(),
+            },
+            JobTask::Command {
+                image: "c".into(),
+                command: "true".into(),
+            },
+        ];
+        for task in tasks {
+            let value = serde_json::to_value(&task).unwrap();
+            assert_eq!(value["kind"], task.kind().as_str(), "{value}");
+        }
+    }
+
+    #[test]
+    fn job_state_kinds_name_the_states_as_statuses_do() {
+        crate::names::assert_round_trips(
+            JobStateKind::ALL,
+            &[
+                "queued",
+                "running",
+                "succeeded",
+                "failed",
+                "timed_out",
+                "cancelled",
+            ],
+        );
+        let states = [
+            JobState::Queued,
+            JobState::Running { node: "n".into() },
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::TimedOut,
+            JobState::Cancelled,
+        ];
+        for state in states {
+            let value = serde_json::to_value(&state).unwrap();
+            assert_eq!(value["state"], state.kind().as_str(), "{value}");
+            assert_eq!(state.name(), state.kind().as_str());
+        }
+    }
+
+    #[test]
+    fn an_unknown_state_filter_names_the_valid_states() {
+        let error = "finished".parse::<JobStateKind>().unwrap_err();
+        assert_eq!(error.value, "finished");
+        assert_eq!(error.valid, JobStateKind::NAMES);
+        assert_eq!(
+            error.to_string(),
+            "unknown job state \"finished\": expected one of queued, running, succeeded, \
+             failed, timed_out, cancelled"
+        );
+        // Names are exact, as in JSON.
+        assert!("Queued".parse::<JobStateKind>().is_err());
+        assert!("timed out".parse::<JobStateKind>().is_err());
     }
 
     #[test]

@@ -9,7 +9,9 @@ pub mod driver;
 pub mod job;
 pub mod message;
 pub mod model;
+pub mod names;
 pub mod wire;
 
 pub use content::Content;
 pub use message::{Channel, Header, Message};
+pub use names::UnknownName;

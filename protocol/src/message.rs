@@ -248,7 +248,7 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::content::{ExecuteRequest, Status};
+    use crate::content::{ExecuteRequest, ExecutionState, Status};
     use serde_json::json;
 
     #[test]
@@ -290,7 +290,7 @@ mod tests {
             "kernel",
             Channel::Iopub,
             Content::Status(Status {
-                execution_state: "busy".into(),
+                execution_state: ExecutionState::Busy,
             }),
         );
         let value = reply.to_json_value();
@@ -340,7 +340,7 @@ mod tests {
             "kernel",
             Channel::Shell,
             Content::Status(Status {
-                execution_state: "idle".into(),
+                execution_state: ExecutionState::Idle,
             }),
         );
         assert_eq!(

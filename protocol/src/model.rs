@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::content::ExecutionState;
+
 /// `GET /api/kernels/{id}`: one kernel, exactly as jupyter_server describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KernelModel {
@@ -12,8 +14,7 @@ pub struct KernelModel {
     pub name: String,
     /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
     pub last_activity: String,
-    /// `starting`, `idle`, `busy`, `restarting` or `dead`.
-    pub execution_state: String,
+    pub execution_state: ExecutionState,
     pub connections: usize,
     /// Why a dead kernel died; absent while it lives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,7 +189,7 @@ mod tests {
             id: "k".into(),
             name: "python3".into(),
             last_activity: "2024-01-01T00:00:00.000000Z".into(),
-            execution_state: "idle".into(),
+            execution_state: ExecutionState::Idle,
             connections: 2,
             reason: None,
         };

@@ -143,7 +143,7 @@ pub fn decode(payload: &Payload) -> Result<Message, MessageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::content::{Content, Stream};
+    use crate::content::{Content, Stream, StreamName};
     use crate::message::Header;
 
     fn sample() -> Message {
@@ -152,7 +152,7 @@ mod tests {
             "kernel",
             Channel::Iopub,
             Content::Stream(Stream {
-                name: "stdout".into(),
+                name: StreamName::Stdout,
                 text: "hi\n".into(),
             }),
         )

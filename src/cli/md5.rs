@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use cellgate_protocol::job::{JobRequest, JobState};
+use cellgate_protocol::job::{JobKind, JobRequest, JobState};
 use futures_util::stream::{self, StreamExt};
 
 use super::http::{Client, ServerArgs};
@@ -80,7 +80,7 @@ async fn hash(
     let upload = Upload {
         spec: JobRequest {
             name: path.to_string_lossy().into_owned(),
-            kind: "md5".to_owned(),
+            kind: JobKind::Md5,
             language: None,
             image: None,
             command: None,

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use cellgate_protocol::job::{guess_language, JobRequest, JobState, JobStatus, RequestedJobLimits};
+use cellgate_protocol::job::{
+    guess_language, JobKind, JobRequest, JobState, JobStatus, RequestedJobLimits,
+};
 
 use super::http::{Client, ServerArgs};
 use super::progress::Progress;
@@ -104,7 +106,7 @@ fn upload(args: &SubmitArgs) -> anyhow::Result<Upload> {
             }
             JobRequest {
                 name: args.name.clone().unwrap_or_else(|| command.clone()),
-                kind: "command".to_owned(),
+                kind: JobKind::Command,
                 language: None,
                 image: Some(image.clone()),
                 command: Some(command.clone()),
@@ -129,7 +131,7 @@ fn upload(args: &SubmitArgs) -> anyhow::Result<Upload> {
             };
             JobRequest {
                 name: args.name.clone().unwrap_or_else(|| main.name.clone()),
-                kind: "run".to_owned(),
+                kind: JobKind::Run,
                 language: Some(language),
                 image: None,
                 command: None,

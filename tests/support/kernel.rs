@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cellgate_protocol::content::{Content, ErrorInfo, ExecuteReply};
+use cellgate_protocol::content::{Content, ErrorInfo, ExecuteReply, ExecutionState, StreamName};
 use cellgate_protocol::wire::{self, Framing, Payload};
 use cellgate_protocol::{Channel, Header, Message};
 use futures_util::{SinkExt, StreamExt};
@@ -37,7 +37,7 @@ impl Execution {
             .collect()
     }
 
-    pub fn stream(&self, name: &str) -> String {
+    pub fn stream(&self, name: StreamName) -> String {
         self.messages
             .iter()
             .filter_map(|message| match &message.content {
@@ -48,11 +48,11 @@ impl Execution {
     }
 
     pub fn stdout(&self) -> String {
-        self.stream("stdout")
+        self.stream(StreamName::Stdout)
     }
 
     pub fn stderr(&self) -> String {
-        self.stream("stderr")
+        self.stream(StreamName::Stderr)
     }
 
     /// The `text/plain` of the execute_result, if any.
@@ -238,7 +238,10 @@ impl KernelSocket {
             }
             if let Content::Status(status) = &message.content {
                 // A kernel that died mid-request never goes idle again.
-                idle |= status.execution_state == "idle" || status.execution_state == "dead";
+                idle |= matches!(
+                    status.execution_state,
+                    ExecutionState::Idle | ExecutionState::Dead
+                );
             }
             messages.push(message);
         }

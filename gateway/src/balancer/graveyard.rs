@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use cellgate_protocol::content::ExecutionState;
 use cellgate_protocol::message::format_timestamp;
 use cellgate_protocol::model::KernelModel;
 use uuid::Uuid;
@@ -36,7 +37,7 @@ impl Graveyard {
     pub fn bury(&self, kernel: Uuid, last_known: Option<KernelModel>, reason: &str) {
         let model = match last_known {
             Some(mut model) => {
-                model.execution_state = "dead".to_owned();
+                model.execution_state = ExecutionState::Dead;
                 model.connections = 0;
                 model.reason = Some(reason.to_owned());
                 model
@@ -47,7 +48,7 @@ impl Graveyard {
                 id: kernel.to_string(),
                 name: String::new(),
                 last_activity: format_timestamp(chrono::Utc::now()),
-                execution_state: "dead".to_owned(),
+                execution_state: ExecutionState::Dead,
                 connections: 0,
                 reason: Some(reason.to_owned()),
             },
@@ -126,13 +127,13 @@ mod tests {
             id: kernel.to_string(),
             name: "python3".into(),
             last_activity: "2024-01-01T00:00:00.000000Z".into(),
-            execution_state: "busy".into(),
+            execution_state: ExecutionState::Busy,
             connections: 2,
             reason: None,
         };
         graveyard.bury(kernel, Some(model), "kernel runner http://r:1/ is gone");
         let dead = graveyard.get(&kernel).unwrap();
-        assert_eq!(dead.execution_state, "dead");
+        assert_eq!(dead.execution_state, ExecutionState::Dead);
         assert_eq!(dead.name, "python3");
         assert_eq!(dead.connections, 0);
         assert_eq!(

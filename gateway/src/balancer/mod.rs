@@ -194,6 +194,7 @@ fn lock(mutex: &Mutex<()>) -> MutexGuard<'_, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cellgate_protocol::content::ExecutionState;
     use cellgate_protocol::model::RunnerStatus;
     use least_connections::LeastConnections;
 
@@ -273,7 +274,10 @@ mod tests {
             1
         );
         assert_eq!(balancer.owners.get(&a), None);
-        assert_eq!(balancer.graveyard.get(&a).unwrap().execution_state, "dead");
+        assert_eq!(
+            balancer.graveyard.get(&a).unwrap().execution_state,
+            ExecutionState::Dead
+        );
         assert_eq!(balancer.owners.get(&b), Some(1));
     }
 }

@@ -107,13 +107,14 @@ impl KernelOwners {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cellgate_protocol::content::ExecutionState;
 
     fn model(kernel: Uuid) -> KernelModel {
         KernelModel {
             id: kernel.to_string(),
             name: "python3".into(),
             last_activity: "2024-01-01T00:00:00.000000Z".into(),
-            execution_state: "idle".into(),
+            execution_state: ExecutionState::Idle,
             connections: 0,
             reason: None,
         }

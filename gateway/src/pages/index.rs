@@ -1,6 +1,7 @@
 //! `GET /`: the kernelspecs on offer, the kernels running and the runners behind the gateway.
 
 use askama::Template;
+use cellgate_protocol::content::ExecutionState;
 use http::StatusCode;
 
 use super::render;
@@ -30,7 +31,7 @@ struct SpecRow {
 struct KernelRow {
     id: String,
     name: String,
-    execution_state: String,
+    execution_state: ExecutionState,
     connections: usize,
     last_activity: String,
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use cellgate_protocol::content::ExecutionState;
 use cellgate_protocol::model::{
     ApiError, CreateKernel, KernelModel, KernelSpec, KernelSpecFile, KernelSpecs, RunnerStatus,
     RUNNER_SECRET_HEADER,
@@ -172,7 +173,7 @@ fn model(id: &str, name: &str, connections: usize) -> KernelModel {
         id: id.to_owned(),
         name: name.to_owned(),
         last_activity: "2024-01-01T00:00:00.000000Z".to_owned(),
-        execution_state: "idle".to_owned(),
+        execution_state: ExecutionState::Idle,
         connections,
         reason: None,
     }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cellgate_protocol::job::{
-    job_images, JobLimits, JobList, JobRequest, JobSpec, JobStatus, JobTask, NodeReport,
+    job_images, JobLimits, JobList, JobRequest, JobSpec, JobStateKind, JobStatus, JobTask,
+    NodeReport,
 };
 use cellgate_protocol::model::ApiError;
 use chrono::Utc;
@@ -160,7 +161,14 @@ async fn list(query: Option<&str>, api: &JobsApi) -> Result<Response<Body>, JobE
     let mut newest_first = false;
     for (key, value) in url_pairs(query.unwrap_or("")) {
         match key.as_str() {
-            "state" => state = Some(value),
+            "state" => {
+                state = Some(value.parse::<JobStateKind>().map_err(|source| {
+                    JobError::BadParameter {
+                        parameter: "state",
+                        source,
+                    }
+                })?)
+            }
             "order" => {
                 newest_first = match value.as_str() {
                     "oldest" => false,
@@ -189,11 +197,7 @@ async fn list(query: Option<&str>, api: &JobsApi) -> Result<Response<Body>, JobE
     let jobs = blocking(move || store.list()).await?;
     let mut jobs: Vec<JobStatus> = jobs
         .into_iter()
-        .filter(|job| {
-            state
-                .as_deref()
-                .is_none_or(|state| job.state.name() == state)
-        })
+        .filter(|job| state.is_none_or(|state| job.state.kind() == state))
         .collect();
     if newest_first {
         jobs.reverse();

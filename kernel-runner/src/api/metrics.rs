@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use cellgate_protocol::content::ExecutionState;
 use cellgate_protocol::job::{JobState, JobStatus};
 use cellgate_protocol::model::{FinalCounts, NodeIdentity, NodeRole, RunnerCounters, RunnerReport};
 use tokio::sync::broadcast;
@@ -28,9 +29,6 @@ const IDENTITY_EVERY: u64 = 12;
 /// Attempts followed at once; past this the oldest is forgotten (an attempt whose end this
 /// runner never hears of, because another node fenced it, would otherwise stay forever).
 const MAX_FOLLOWED: usize = 4096;
-
-/// The kernel states always reported, even at zero, so a dashboard's series do not vanish.
-const KERNEL_STATES: [&str; 5] = ["starting", "idle", "busy", "restarting", "dead"];
 
 #[derive(Debug)]
 pub struct RunnerMetrics {
@@ -90,12 +88,13 @@ impl RunnerMetrics {
     pub fn render(&self, state: &AppState) -> String {
         let report = self.report(state);
         let sampled = lock(&self.sampled).clone();
-        let mut by_state: BTreeMap<String, usize> = KERNEL_STATES
+        // Every state is reported, even at zero, so a dashboard's series do not vanish.
+        let mut by_state: BTreeMap<&'static str, usize> = ExecutionState::ALL
             .iter()
-            .map(|state| ((*state).to_owned(), 0))
+            .map(|state| (state.as_str(), 0))
             .collect();
         for kernel in state.manager.list() {
-            *by_state.entry(kernel.execution_state).or_insert(0) += 1;
+            *by_state.entry(kernel.execution_state.as_str()).or_insert(0) += 1;
         }
         let role = match report.node.role {
             Some(NodeRole::Manager) => "manager",
@@ -375,13 +374,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cellgate_protocol::job::JobKind;
     use chrono::Utc;
 
     fn status(id: &str, attempt: u32, state: JobState) -> JobStatus {
         JobStatus {
             id: id.into(),
             name: String::new(),
-            kind: "command".into(),
+            kind: JobKind::Command,
             state,
             attempt,
             ran_on: None,

@@ -4,6 +4,7 @@
 //! container once it has ended and its exit has been read.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,6 +26,9 @@ use crate::languages::Language;
 pub const RUNNER_LABEL: &str = "org.cellgate.runner";
 /// The label naming the kernel a container serves.
 pub const KERNEL_LABEL: &str = "org.cellgate.kernel-id";
+/// Where every kernel image keeps its driver's files (each `images/*/Dockerfile` copies them
+/// there, and its `CMD` is the language's command line with this folder for `{dir}`).
+pub const IMAGE_DRIVER_DIR: &str = "/opt/cellgate";
 
 #[derive(Debug, Clone)]
 pub struct DockerSettings {
@@ -166,6 +170,10 @@ impl Backend for DockerBackend {
 
     fn supports(&self, language: &Language) -> bool {
         self.images.contains(&self.settings.image(language))
+    }
+
+    fn driver_dir(&self, _language: &Language) -> PathBuf {
+        PathBuf::from(IMAGE_DRIVER_DIR)
     }
 
     fn inherits_host_environment(&self) -> bool {
@@ -355,5 +363,37 @@ impl Driver for ContainerDriver {
 
     async fn wait(&self) -> ExitReport {
         ExitReport::when_published(&self.exit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// The kernelspecs a Docker runner serves name each language's command with the image's
+    /// driver folder; that is only true while each image runs exactly that command.
+    #[test]
+    fn each_image_runs_the_command_its_kernelspec_shows() {
+        let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+        for language in crate::languages::ALL {
+            let path = images.join(language.image).join("Dockerfile");
+            let dockerfile = std::fs::read_to_string(&path)
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            let cmd = dockerfile
+                .lines()
+                .filter_map(|line| line.strip_prefix("CMD "))
+                .next_back()
+                .unwrap_or_else(|| panic!("{} has no CMD", path.display()));
+            let cmd: Vec<String> = serde_json::from_str(cmd).unwrap_or_else(|error| {
+                panic!("{}: CMD is not a JSON list: {error}", path.display())
+            });
+            assert_eq!(
+                cmd,
+                language.command(Path::new(IMAGE_DRIVER_DIR)),
+                "{}",
+                path.display()
+            );
+        }
     }
 }

@@ -106,6 +106,9 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Whether this backend can run `language` here (runtime or image present).
     fn supports(&self, language: &Language) -> bool;
+    /// The folder holding `language`'s driver files where its drivers run: what `{dir}`
+    /// stands for in the language's command line, and in the kernelspec clients are shown.
+    fn driver_dir(&self, language: &Language) -> PathBuf;
     /// Whether drivers see the runner's own environment variables (those of the allow-list):
     /// true for local processes, false for containers, whose images set their own.
     fn inherits_host_environment(&self) -> bool {

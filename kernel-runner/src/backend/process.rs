@@ -36,10 +36,12 @@ impl Backend for ProcessBackend {
         on_path(language.runtime)
     }
 
+    fn driver_dir(&self, language: &Language) -> PathBuf {
+        language.driver_dir(&self.drivers_root)
+    }
+
     async fn start(&self, spec: &LaunchSpec) -> std::io::Result<(DriverIo, Arc<dyn Driver>)> {
-        let argv = spec
-            .language
-            .command(&spec.language.driver_dir(&self.drivers_root));
+        let argv = spec.language.command(&self.driver_dir(spec.language));
         let mut command = local_program(&argv);
         command
             .current_dir(&spec.workdir)

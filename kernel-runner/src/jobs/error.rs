@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use cellgate_protocol::UnknownName;
 use http::StatusCode;
 
 use crate::error::Fault;
@@ -12,6 +13,12 @@ pub enum JobError {
     NotFound(String),
     #[error("bad job: {0}")]
     BadRequest(String),
+    #[error("bad {parameter} parameter: {source}")]
+    BadParameter {
+        parameter: &'static str,
+        #[source]
+        source: UnknownName,
+    },
     #[error("the upload is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("job {id} is already {state}")]
@@ -48,6 +55,7 @@ impl JobError {
         match self {
             JobError::NotFound(_)
             | JobError::BadRequest(_)
+            | JobError::BadParameter { .. }
             | JobError::TooLarge { .. }
             | JobError::AlreadyFinal { .. }
             | JobError::StillRunning { .. }
@@ -62,7 +70,7 @@ impl JobError {
     pub fn status(&self) -> StatusCode {
         match self {
             JobError::NotFound(_) | JobError::NoSuchOutput { .. } => StatusCode::NOT_FOUND,
-            JobError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            JobError::BadRequest(_) | JobError::BadParameter { .. } => StatusCode::BAD_REQUEST,
             JobError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             JobError::AlreadyFinal { .. } | JobError::StillRunning { .. } => StatusCode::CONFLICT,
             JobError::BadRange => StatusCode::RANGE_NOT_SATISFIABLE,

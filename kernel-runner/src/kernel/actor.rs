@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use cellgate_protocol::content::{
     ClearOutput, CommInfoReply, CompleteReply, Content, DisplayData, ErrorInfo, ExecuteInput,
-    ExecuteReply, ExecuteRequest, ExecuteResult, HistoryReply, InputRequest, InspectReply,
-    IsCompleteReply, KernelInfoReply, ReplyStatus, ShutdownReply, SimpleReply, Status, Stream,
+    ExecuteReply, ExecuteRequest, ExecuteResult, ExecutionState, HistoryReply, InputRequest,
+    InspectReply, IsCompleteReply, KernelInfoReply, ReplyStatus, ShutdownReply, SimpleReply,
+    Status, Stream, StreamName,
 };
 use cellgate_protocol::driver::{Command, Event, Ready};
 use cellgate_protocol::message::PROTOCOL_VERSION;
@@ -94,14 +95,14 @@ struct Cell {
 }
 
 struct WaitingText {
-    name: &'static str,
+    name: StreamName,
     text: String,
     until: tokio::time::Instant,
 }
 
 impl Actor {
     pub async fn run(mut self) {
-        self.kernel.set_execution_state("idle");
+        self.kernel.set_execution_state(ExecutionState::Idle);
         let stop = loop {
             let step = tokio::select! {
                 biased;
@@ -137,7 +138,7 @@ impl Actor {
             }
         };
         self.stop_driver().await;
-        self.kernel.set_execution_state("dead");
+        self.kernel.set_execution_state(ExecutionState::Dead);
         self.kernel.connections.close_all(1001, "kernel shut down");
         if let Some(done) = stop {
             let _ = done.send(());
@@ -160,14 +161,14 @@ impl Actor {
         self.kernel.connections.send_to(to, Arc::new(message));
     }
 
-    fn status(&self, parent: Option<&Header>, state: &'static str) {
-        if state != "starting" && state != "restarting" {
+    fn status(&self, parent: Option<&Header>, state: ExecutionState) {
+        if !matches!(state, ExecutionState::Starting | ExecutionState::Restarting) {
             self.kernel.set_execution_state(state);
         }
         self.publish(
             parent,
             Content::Status(Status {
-                execution_state: state.to_owned(),
+                execution_state: state,
             }),
         );
     }
@@ -198,7 +199,7 @@ impl Actor {
             self.crash_restarts.pop_front();
         }
         if self.crash_restarts.len() < CRASH_RESTARTS {
-            self.kernel.set_execution_state("restarting");
+            self.kernel.set_execution_state(ExecutionState::Restarting);
             self.crashed = Some(reason);
         } else {
             self.stay_dead(format!(
@@ -216,7 +217,7 @@ impl Actor {
         self.publish(
             self.last_parent.as_ref(),
             Content::Status(Status {
-                execution_state: "dead".to_owned(),
+                execution_state: ExecutionState::Dead,
             }),
         );
     }
@@ -230,7 +231,7 @@ impl Actor {
         self.publish(
             None,
             Content::Status(Status {
-                execution_state: "restarting".to_owned(),
+                execution_state: ExecutionState::Restarting,
             }),
         );
         if let Err(error) = self.restart(None).await {
@@ -246,8 +247,12 @@ impl Actor {
                 self.events_closed = true;
                 tracing::warn!(kernel = %self.kernel.id, %reason, "driver stream broke");
             }
-            Some(Incoming::Event(Event::Stdout(bytes))) => self.stray_stream("stdout", &bytes),
-            Some(Incoming::Event(Event::Stderr(bytes))) => self.stray_stream("stderr", &bytes),
+            Some(Incoming::Event(Event::Stdout(bytes))) => {
+                self.stray_stream(StreamName::Stdout, &bytes)
+            }
+            Some(Incoming::Event(Event::Stderr(bytes))) => {
+                self.stray_stream(StreamName::Stderr, &bytes)
+            }
             Some(Incoming::Event(Event::Log(line))) => {
                 tracing::info!(kernel = %self.kernel.id, "driver: {line}");
             }
@@ -257,11 +262,11 @@ impl Actor {
         }
     }
 
-    fn stray_stream(&self, name: &str, bytes: &[u8]) {
+    fn stray_stream(&self, name: StreamName, bytes: &[u8]) {
         self.publish(
             self.last_parent.as_ref(),
             Content::Stream(Stream {
-                name: name.to_owned(),
+                name,
                 text: String::from_utf8_lossy(bytes).into_owned(),
             }),
         );
@@ -367,7 +372,7 @@ impl Actor {
             return Step::Continue;
         }
         self.last_parent = Some(header.clone());
-        self.status(Some(&header), "busy");
+        self.status(Some(&header), ExecutionState::Busy);
         let mut step = Step::Continue;
         let content = request.message.content.clone();
         let outcome = match content {
@@ -437,7 +442,7 @@ impl Actor {
         // before the kernel announces its restart.
         let restarting = self.crashed.is_some();
         if (!self.dead || restarting) && matches!(step, Step::Continue) {
-            self.status(Some(&header), "idle");
+            self.status(Some(&header), ExecutionState::Idle);
         }
         step
     }
@@ -753,8 +758,8 @@ impl Actor {
         };
         let parent = cell.parent.clone();
         match event {
-            Event::Stdout(bytes) => self.stream(cell, "stdout", &bytes),
-            Event::Stderr(bytes) => self.stream(cell, "stderr", &bytes),
+            Event::Stdout(bytes) => self.stream(cell, StreamName::Stdout, &bytes),
+            Event::Stderr(bytes) => self.stream(cell, StreamName::Stderr, &bytes),
             Event::Display(output) if !cell.silent => {
                 self.flush_streams(cell);
                 self.publish(
@@ -821,7 +826,7 @@ impl Actor {
         }
     }
 
-    fn stream(&mut self, cell: &mut Cell, name: &'static str, bytes: &[u8]) {
+    fn stream(&mut self, cell: &mut Cell, name: StreamName, bytes: &[u8]) {
         if cell.silent {
             return;
         }
@@ -830,10 +835,9 @@ impl Actor {
             Budgeted::Truncate(keep) => (&bytes[..keep], true),
             Budgeted::Drop => return,
         };
-        let decoder = if name == "stdout" {
-            &mut cell.stdout
-        } else {
-            &mut cell.stderr
+        let decoder = match name {
+            StreamName::Stdout => &mut cell.stdout,
+            StreamName::Stderr => &mut cell.stderr,
         };
         let mut text = decoder.push(piece);
         if truncated {
@@ -870,7 +874,7 @@ impl Actor {
                 "\n[cellgate: this cell printed more than {} bytes; the rest of its output was dropped. The kernel is still running.]\n",
                 cell.budget.cap()
             );
-            self.publish_stream(&cell.parent, "stderr", notice);
+            self.publish_stream(&cell.parent, StreamName::Stderr, notice);
         }
     }
 
@@ -886,22 +890,16 @@ impl Actor {
         self.send_waiting(cell);
         let parent = cell.parent.clone();
         let stdout = cell.stdout.finish();
-        self.publish_stream(&parent, "stdout", stdout);
+        self.publish_stream(&parent, StreamName::Stdout, stdout);
         let stderr = cell.stderr.finish();
-        self.publish_stream(&parent, "stderr", stderr);
+        self.publish_stream(&parent, StreamName::Stderr, stderr);
     }
 
-    fn publish_stream(&self, parent: &Header, name: &str, text: String) {
+    fn publish_stream(&self, parent: &Header, name: StreamName, text: String) {
         if text.is_empty() {
             return;
         }
-        self.publish(
-            Some(parent),
-            Content::Stream(Stream {
-                name: name.to_owned(),
-                text,
-            }),
-        );
+        self.publish(Some(parent), Content::Stream(Stream { name, text }));
     }
 
     /// Asks the driver to exit, and kills it if it does not in time.
@@ -926,7 +924,7 @@ impl Actor {
     /// only when they restarted a kernel that died by itself, and JupyterLab takes it for a
     /// crash. The new driver announces itself with `starting`, as a new kernel does.
     async fn restart(&mut self, parent: Option<&Header>) -> Result<(), RunnerError> {
-        self.kernel.set_execution_state("restarting");
+        self.kernel.set_execution_state(ExecutionState::Restarting);
         self.stop_driver().await;
         let Launched {
             driver,
@@ -948,8 +946,8 @@ impl Actor {
         self.history.new_session();
         self.dead = false;
         self.events_closed = false;
-        self.status(parent, "starting");
-        self.status(parent, "idle");
+        self.status(parent, ExecutionState::Starting);
+        self.status(parent, ExecutionState::Idle);
         Ok(())
     }
 }

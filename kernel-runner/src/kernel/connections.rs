@@ -305,7 +305,7 @@ fn deliver(id: ConnectionId, tx: &mpsc::Sender<Outgoing>, item: Outgoing) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellgate_protocol::content::{Content, Status, Stream};
+    use cellgate_protocol::content::{Content, ExecutionState, Status, Stream, StreamName};
     use cellgate_protocol::{Channel, Header};
 
     fn status() -> Arc<Message> {
@@ -314,7 +314,7 @@ mod tests {
             "k",
             Channel::Iopub,
             Content::Status(Status {
-                execution_state: "idle".into(),
+                execution_state: ExecutionState::Idle,
             }),
         ))
     }
@@ -325,7 +325,7 @@ mod tests {
             "k",
             Channel::Iopub,
             Content::Stream(Stream {
-                name: "stdout".into(),
+                name: StreamName::Stdout,
                 text: text.into(),
             }),
         ))

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cellgate_protocol::content::ExecutionState;
 use cellgate_protocol::model::{
     CreateKernel, KernelLimits, KernelModel, KernelSpecs, RunnerStatus,
 };
@@ -113,7 +114,8 @@ impl KernelManager {
     }
 
     pub fn kernelspecs(&self) -> KernelSpecs {
-        self.languages.kernelspecs()
+        self.languages
+            .kernelspecs(|language| self.backend.driver_dir(language))
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -200,7 +202,7 @@ impl KernelManager {
             workdir: spec.workdir.clone(),
             connections: Connections::default(),
             state: Mutex::new(KernelState {
-                execution_state: "starting",
+                execution_state: ExecutionState::Starting,
                 last_activity: Utc::now(),
                 reason: None,
             }),
@@ -229,7 +231,7 @@ impl KernelManager {
             events_closed: false,
             last_parent: None,
         };
-        kernel.set_execution_state("idle");
+        kernel.set_execution_state(ExecutionState::Idle);
         self.tasks.spawn(actor.run());
         self.kernels.insert(id.clone(), kernel.clone());
         tracing::info!(kernel = %id, language = language.kernel_name, "kernel started");
@@ -325,9 +327,11 @@ impl KernelManager {
         let unused = |kernel: &Kernel| {
             let (state, quiet) = kernel.activity(Utc::now());
             let unused = match state {
-                "dead" => true,
-                "idle" => kernel.connections.count() == 0,
-                _ => false,
+                ExecutionState::Dead => true,
+                ExecutionState::Idle => kernel.connections.count() == 0,
+                ExecutionState::Starting | ExecutionState::Busy | ExecutionState::Restarting => {
+                    false
+                }
             };
             unused && quiet >= idle
         };

@@ -12,7 +12,7 @@ pub mod stream_text;
 
 use std::sync::{Arc, Mutex};
 
-use cellgate_protocol::content::{Content, ErrorInfo, ErrorReply, ReplyStatus};
+use cellgate_protocol::content::{Content, ErrorInfo, ErrorReply, ExecutionState, ReplyStatus};
 use cellgate_protocol::message::format_timestamp;
 use cellgate_protocol::model::KernelModel;
 use cellgate_protocol::{Channel, Message};
@@ -45,7 +45,7 @@ pub(crate) enum ControlOp {
 
 #[derive(Debug)]
 struct KernelState {
-    execution_state: &'static str,
+    execution_state: ExecutionState,
     last_activity: DateTime<Utc>,
     reason: Option<String>,
 }
@@ -72,21 +72,21 @@ impl Kernel {
             id: self.id.clone(),
             name: self.language.kernel_name.to_owned(),
             last_activity: format_timestamp(state.last_activity),
-            execution_state: state.execution_state.to_owned(),
+            execution_state: state.execution_state,
             connections: self.connections.count(),
             reason: state.reason.clone(),
         }
     }
 
     /// The execution state, and how long ago the kernel was last active.
-    pub fn activity(&self, now: DateTime<Utc>) -> (&'static str, std::time::Duration) {
+    pub fn activity(&self, now: DateTime<Utc>) -> (ExecutionState, std::time::Duration) {
         let state = self.lock_state();
         let quiet = (now - state.last_activity).to_std().unwrap_or_default();
         (state.execution_state, quiet)
     }
 
     pub fn is_dead(&self) -> bool {
-        self.lock_state().execution_state == "dead"
+        self.lock_state().execution_state == ExecutionState::Dead
     }
 
     /// Queues a client's message on the channel it came by. A full queue is answered with an
@@ -189,18 +189,18 @@ impl Kernel {
         self.lock_state().last_activity = Utc::now();
     }
 
-    fn set_execution_state(&self, execution_state: &'static str) {
+    fn set_execution_state(&self, execution_state: ExecutionState) {
         let mut state = self.lock_state();
         state.execution_state = execution_state;
         state.last_activity = Utc::now();
-        if execution_state != "dead" {
+        if execution_state != ExecutionState::Dead {
             state.reason = None;
         }
     }
 
     fn mark_dead(&self, reason: String) {
         let mut state = self.lock_state();
-        state.execution_state = "dead";
+        state.execution_state = ExecutionState::Dead;
         state.reason = Some(reason);
         // Dying is the kernel's last activity: a dead kernel is culled the idle time after.
         state.last_activity = Utc::now();
