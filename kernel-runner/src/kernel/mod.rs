@@ -8,6 +8,8 @@ pub mod history;
 pub mod launch;
 pub mod manager;
 pub mod pool;
+#[cfg(test)]
+mod scripted;
 pub mod stream_text;
 
 use std::sync::{Arc, Mutex};
