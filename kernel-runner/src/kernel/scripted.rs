@@ -224,7 +224,7 @@ async fn send(events: &mut DuplexStream, event: &Event) -> std::io::Result<()> {
 
 /// A kernel of the scripted backend with one client connection.
 struct Session {
-    manager: KernelManager,
+    manager: Arc<KernelManager>,
     backend: Arc<ScriptedBackend>,
     kernel: Arc<Kernel>,
     connection: ConnectionId,
@@ -242,13 +242,22 @@ impl Drop for TempDir {
 
 impl Session {
     async fn start(output_cap: usize) -> Session {
+        Session::with(output_cap, None).await
+    }
+
+    async fn with(output_cap: usize, cull_idle: Option<Duration>) -> Session {
         let dir = std::env::temp_dir().join(format!("cellgate-scripted-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let backend = Arc::new(ScriptedBackend::default());
         let mut settings = KernelSettings::new(dir.clone());
         settings.output_cap = output_cap;
         settings.ready_timeout = Duration::from_secs(5);
-        let manager = KernelManager::new(backend.clone(), LanguageSet::new(vec![&BASH]), settings);
+        settings.cull_idle = cull_idle;
+        let manager = Arc::new(KernelManager::new(
+            backend.clone(),
+            LanguageSet::new(vec![&BASH]),
+            settings,
+        ));
         let model = manager
             .create(CreateKernel {
                 name: Some(BASH.kernel_name.into()),
@@ -448,4 +457,65 @@ async fn shutting_down_stops_the_driver() {
     session.manager.delete(&id).await.unwrap();
     assert!(session.manager.get(&id).is_err());
     assert!(session.manager.list().is_empty());
+}
+
+#[tokio::test]
+async fn only_idle_kernels_without_a_client_are_culled() {
+    let idle = Duration::from_millis(200);
+    let session = Session::with(1 << 20, Some(idle)).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    session.manager.start_culling(stop.clone());
+    let busy = session
+        .manager
+        .create(CreateKernel {
+            name: Some(BASH.kernel_name.into()),
+            ..CreateKernel::default()
+        })
+        .await
+        .unwrap();
+    let busy_kernel = session.manager.get(&busy.id).unwrap();
+    let (connection, _outbox) = busy_kernel.connections.attach(16, None);
+    let header = Header::new("execute_request", "other");
+    busy_kernel.submit(ClientRequest {
+        from: connection,
+        message: Message {
+            header,
+            parent_header: None,
+            metadata: Map::new(),
+            content: Content::ExecuteRequest(ExecuteRequest {
+                code: "wait".into(),
+                silent: false,
+                store_history: true,
+                user_expressions: Map::new(),
+                allow_stdin: false,
+                stop_on_error: true,
+            }),
+            channel: Channel::Shell,
+        },
+    });
+    while busy_kernel.model().execution_state != ExecutionState::Busy {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    busy_kernel.connections.detach(connection);
+    // Well past the idle time, the kernel with a client and the busy one are both kept.
+    tokio::time::sleep(idle * 4).await;
+    assert!(
+        session.manager.get(&session.kernel.id).is_ok(),
+        "it has a client"
+    );
+    assert!(
+        session.manager.get(&busy.id).is_ok(),
+        "it is running a cell"
+    );
+    // Once its client leaves, the idle kernel goes.
+    session.kernel.connections.detach(session.connection);
+    let gone = tokio::time::timeout(Duration::from_secs(10), async {
+        while session.manager.get(&session.kernel.id).is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "an idle kernel without a client is culled");
+    assert!(session.manager.get(&busy.id).is_ok());
+    stop.cancel();
 }
