@@ -26,7 +26,7 @@ use crate::backend::{Backend, Driver, LaunchSpec};
 use crate::error::RunnerError;
 
 /// How long a driver gets to exit after `shutdown` before it is killed.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Output of one stream that arrives within this long is sent as one `stream` message, as
 /// ipykernel batches it: `print(1)` is one message, not `1` and then a newline. Output still
 /// streams while a cell runs; a cell's end, or any other output, sends what waits at once.

@@ -27,6 +27,8 @@ use crate::languages::{Language, LanguageSet, BASH};
 /// Starts scripted drivers, counts them and keeps the latest.
 #[derive(Default)]
 struct ScriptedBackend {
+    /// Its drivers ignore `shutdown` and must be killed.
+    stubborn: bool,
     started: AtomicUsize,
     latest: Mutex<Option<Arc<ScriptedDriver>>>,
 }
@@ -96,7 +98,12 @@ impl Backend for ScriptedBackend {
             exit,
         });
         *self.latest.lock().unwrap() = Some(driver.clone());
-        tokio::spawn(script(driver.clone(), driver_commands, driver_events));
+        tokio::spawn(script(
+            driver.clone(),
+            self.stubborn,
+            driver_commands,
+            driver_events,
+        ));
         let io = DriverIo {
             commands: Box::new(runner_commands),
             events: Box::new(runner_events),
@@ -108,7 +115,12 @@ impl Backend for ScriptedBackend {
 
 /// The scripted driver: `ready`, then one answer per command until it crashes or is told to
 /// shut down.
-async fn script(driver: Arc<ScriptedDriver>, mut commands: DuplexStream, mut events: DuplexStream) {
+async fn script(
+    driver: Arc<ScriptedDriver>,
+    stubborn: bool,
+    mut commands: DuplexStream,
+    mut events: DuplexStream,
+) {
     let ready = Event::Ready(Box::new(Ready {
         implementation: "scripted".into(),
         implementation_version: "1".into(),
@@ -141,6 +153,7 @@ async fn script(driver: Arc<ScriptedDriver>, mut commands: DuplexStream, mut eve
         };
         let answer = match Command::from_frame(&frame) {
             Ok(Command::Execute { code }) => execute(&driver, &code).await,
+            Ok(Command::Shutdown) if stubborn => continue,
             Ok(Command::Shutdown) => {
                 driver.exit.send_replace(Some(ExitReport {
                     code: Some(0),
@@ -518,4 +531,40 @@ async fn only_idle_kernels_without_a_client_are_culled() {
     assert!(gone.is_ok(), "an idle kernel without a client is culled");
     assert!(session.manager.get(&busy.id).is_ok());
     stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopping_runner_shuts_its_kernels_down_together() {
+    let dir = std::env::temp_dir().join(format!("cellgate-scripted-{}", uuid::Uuid::new_v4()));
+    let _dir = TempDir(dir.clone());
+    let backend = Arc::new(ScriptedBackend {
+        stubborn: true,
+        ..ScriptedBackend::default()
+    });
+    let manager = KernelManager::new(
+        backend.clone(),
+        LanguageSet::new(vec![&BASH]),
+        KernelSettings::new(dir),
+    );
+    let kernels = 10;
+    for _ in 0..kernels {
+        manager
+            .create(CreateKernel {
+                name: Some(BASH.kernel_name.into()),
+                ..CreateKernel::default()
+            })
+            .await
+            .unwrap();
+    }
+    // Each driver ignores `shutdown` and is killed after its grace (virtual time).
+    let started = tokio::time::Instant::now();
+    manager.shutdown_all().await;
+    let took = started.elapsed();
+    assert!(manager.list().is_empty());
+    assert!(
+        took < super::actor::SHUTDOWN_GRACE * 2,
+        "{kernels} kernels took {took:?}: one at a time would be {:?}",
+        super::actor::SHUTDOWN_GRACE * kernels
+    );
+    assert!(took >= super::actor::SHUTDOWN_GRACE, "each got its grace");
 }
