@@ -146,6 +146,36 @@ impl TestCluster {
         })
     }
 
+    /// Exactly two runner tasks run, and every other task of the service has ended.
+    fn runners_settled(&self) -> bool {
+        let output = self.try_on(
+            "node1",
+            "docker service ps cellgate_kernel-runner --format '{{.DesiredState}} {{.CurrentState}}'",
+        );
+        if !output.status.success() {
+            return false;
+        }
+        let tasks = String::from_utf8_lossy(&output.stdout).into_owned();
+        let running = tasks
+            .lines()
+            .filter(|line| line.starts_with("Running Running"))
+            .count();
+        let ending = tasks.lines().any(|line| {
+            !line.starts_with("Running ")
+                && [
+                    "Running",
+                    "Starting",
+                    "Preparing",
+                    "Assigned",
+                    "Accepted",
+                    "Pending",
+                ]
+                .iter()
+                .any(|state| line.split_whitespace().nth(1) == Some(state))
+        });
+        running == 2 && !ending
+    }
+
     /// The nodes running a task of a service of the stack.
     fn nodes_of(&self, service: &str) -> BTreeSet<String> {
         self.on(
@@ -555,6 +585,13 @@ async fn a_three_node_cluster_deploys_and_survives_losing_a_worker() {
                 &container,
             ]),
         }
+        // Swarm may replace the runner task of a node that comes back (a cut-off node's task
+        // is rescheduled, and its old container stopped some seconds after it reconnects):
+        // the runner service has settled once exactly two tasks run and no other is stopping.
+        within("the runner service settled", REJOIN_BOUND, || async {
+            cluster.runners_settled().then_some(())
+        })
+        .await;
         within("both runners healthy again", REJOIN_BOUND, || async {
             healthy_runners(&steady_client).await.filter(|n| *n == 2)
         })
