@@ -295,20 +295,7 @@ impl Session {
         let header = Header::new("execute_request", "client");
         self.kernel.submit(ClientRequest {
             from: self.connection,
-            message: Message {
-                header: header.clone(),
-                parent_header: None,
-                metadata: Map::new(),
-                content: Content::ExecuteRequest(ExecuteRequest {
-                    code: code.into(),
-                    silent: false,
-                    store_history: true,
-                    user_expressions: Map::new(),
-                    allow_stdin: false,
-                    stop_on_error: true,
-                }),
-                channel: Channel::Shell,
-            },
+            message: execute_request(header.clone(), code),
         });
         header
     }
@@ -340,6 +327,24 @@ impl Session {
                 return messages;
             }
         }
+    }
+}
+
+/// A shell `execute_request` for `code`, without stdin.
+fn execute_request(header: Header, code: &str) -> Message {
+    Message {
+        header,
+        parent_header: None,
+        metadata: Map::new(),
+        content: Content::ExecuteRequest(ExecuteRequest {
+            code: code.into(),
+            silent: false,
+            store_history: true,
+            user_expressions: Map::new(),
+            allow_stdin: false,
+            stop_on_error: true,
+        }),
+        channel: Channel::Shell,
     }
 }
 
@@ -488,23 +493,9 @@ async fn only_idle_kernels_without_a_client_are_culled() {
         .unwrap();
     let busy_kernel = session.manager.get(&busy.id).unwrap();
     let (connection, _outbox) = busy_kernel.connections.attach(16, None);
-    let header = Header::new("execute_request", "other");
     busy_kernel.submit(ClientRequest {
         from: connection,
-        message: Message {
-            header,
-            parent_header: None,
-            metadata: Map::new(),
-            content: Content::ExecuteRequest(ExecuteRequest {
-                code: "wait".into(),
-                silent: false,
-                store_history: true,
-                user_expressions: Map::new(),
-                allow_stdin: false,
-                stop_on_error: true,
-            }),
-            channel: Channel::Shell,
-        },
+        message: execute_request(Header::new("execute_request", "other"), "wait"),
     });
     while busy_kernel.model().execution_state != ExecutionState::Busy {
         tokio::time::sleep(Duration::from_millis(5)).await;
