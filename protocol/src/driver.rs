@@ -13,7 +13,8 @@ use crate::content::{ErrorInfo, IsCompleteStatus, LanguageInfo, MimeBundle, Repl
 
 /// The longest header line accepted, newline included.
 pub const MAX_HEADER_LEN: usize = 64;
-/// The largest body accepted by default: a frame bigger than this is a broken driver.
+/// The largest body accepted by default. A bigger frame is skipped, never buffered, and the
+/// runner shows a notice in its place (see [`Event::in_place_of_oversized`]).
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// One frame, with its body still undecoded.
@@ -29,8 +30,14 @@ pub enum FrameError {
     HeaderTooLong,
     #[error("frame header {0:?} is not `KIND LEN`")]
     BadHeader(String),
-    #[error("frame body of {len} bytes is over the limit of {max}")]
-    BodyTooLarge { len: usize, max: usize },
+    /// The decoder skips this frame's body and stays in step: the next call goes on with the
+    /// frame after it.
+    #[error("{kind} frame of {len} bytes is over the limit of {max}")]
+    BodyTooLarge {
+        kind: String,
+        len: usize,
+        max: usize,
+    },
     #[error("{kind} frame has a malformed body: {reason}")]
     BadBody { kind: String, reason: String },
     #[error("unknown frame kind {0:?}")]
@@ -72,6 +79,8 @@ impl Frame {
 pub struct FrameDecoder {
     buffer: Vec<u8>,
     max_body: usize,
+    /// Bytes of an oversized body still to be thrown away as they arrive.
+    skipping: usize,
 }
 
 impl Default for FrameDecoder {
@@ -85,15 +94,20 @@ impl FrameDecoder {
         FrameDecoder {
             buffer: Vec::new(),
             max_body,
+            skipping: 0,
         }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buffer.extend_from_slice(bytes);
+        let skipped = self.skipping.min(bytes.len());
+        self.skipping -= skipped;
+        self.buffer.extend_from_slice(&bytes[skipped..]);
     }
 
-    /// The next complete frame, `None` when more bytes are needed. After an error the stream
-    /// is out of step and should be dropped.
+    /// The next complete frame, `None` when more bytes are needed. After
+    /// [`FrameError::BodyTooLarge`] the decoder throws that body away as it arrives and goes
+    /// on with the next frame; after any other error the stream is out of step and should be
+    /// dropped.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         let Some(newline) = self
             .buffer
@@ -121,7 +135,13 @@ impl FrameDecoder {
             _ => return Err(FrameError::BadHeader(header_text)),
         };
         if len > self.max_body {
+            let kind = kind.to_owned();
+            let start = newline + 1;
+            let here = (self.buffer.len() - start).min(len);
+            self.buffer.drain(..start + here);
+            self.skipping = len - here;
             return Err(FrameError::BodyTooLarge {
+                kind,
                 len,
                 max: self.max_body,
             });
@@ -367,6 +387,66 @@ impl Event {
             Event::Log(line) => Frame::new("log", line.as_bytes()),
         }
     }
+
+    /// What the runner passes on instead of a `kind` frame of `len` bytes that was over the
+    /// limit of `max` and skipped: a notice where the output would have been, and for the
+    /// answers a client waits for (the cell's end, an error, a reply) an empty answer of the
+    /// same kind, so that the kernel goes on. `None` for `ready` (a driver that cannot start
+    /// is broken), `log` (nobody waits for it) and kinds the protocol does not have.
+    pub fn in_place_of_oversized(kind: &str, len: usize, max: usize) -> Option<Event> {
+        const MIB: f64 = 1024.0 * 1024.0;
+        let notice = format!(
+            "[cellgate: a {kind} output of {:.1} MiB was over the limit of {:.1} MiB and was dropped. The kernel is still running.]",
+            len as f64 / MIB,
+            max as f64 / MIB
+        );
+        let text = |notice: String| {
+            let mut data = MimeBundle::new();
+            data.insert("text/plain".into(), Value::String(notice));
+            RichOutput {
+                data,
+                metadata: Map::new(),
+                transient: Map::new(),
+            }
+        };
+        Some(match kind {
+            "stdout" | "stderr" => Event::Stderr(format!("\n{notice}\n").into_bytes()),
+            "display" => Event::Display(text(notice)),
+            // Without the display id there is nothing to update; the notice stands alone.
+            "update_display" => Event::Display(text(notice)),
+            "result" => Event::Result(text(notice)),
+            "error" => Event::Error(ErrorInfo {
+                ename: "OutputTooLarge".into(),
+                evalue: notice.clone(),
+                traceback: vec![notice],
+            }),
+            "input_request" => Event::InputRequest(InputPrompt {
+                prompt: String::new(),
+                password: false,
+            }),
+            "clear_output" => Event::ClearOutput(ClearOutputEvent { wait: false }),
+            "done" => Event::Done(Done {
+                status: ReplyStatus::Ok,
+                payload: Vec::new(),
+            }),
+            "complete_reply" => Event::CompleteReply(Completions {
+                matches: Vec::new(),
+                cursor_start: 0,
+                cursor_end: 0,
+                metadata: Map::new(),
+            }),
+            "is_complete_reply" => Event::IsCompleteReply(Completeness {
+                status: IsCompleteStatus::Unknown,
+                indent: None,
+            }),
+            "inspect_reply" => Event::InspectReply(Inspection {
+                found: false,
+                data: MimeBundle::new(),
+                metadata: Map::new(),
+            }),
+            _ => return None,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -477,7 +557,90 @@ mod tests {
         decoder.push(b"stdout 11\n");
         assert_eq!(
             decoder.next_frame(),
-            Err(FrameError::BodyTooLarge { len: 11, max: 10 })
+            Err(FrameError::BodyTooLarge {
+                kind: "stdout".into(),
+                len: 11,
+                max: 10
+            })
+        );
+    }
+
+    #[test]
+    fn an_oversized_body_is_skipped_and_the_next_frame_read_in_any_split() {
+        let mut wire = b"display 25\n".to_vec();
+        wire.extend_from_slice(&[b'x'; 25]);
+        wire.extend_from_slice(&Frame::new("stdout", "after").encode());
+        for chunk in 1..wire.len() {
+            let mut decoder = FrameDecoder::new(10);
+            let mut seen = Vec::new();
+            for piece in wire.chunks(chunk) {
+                decoder.push(piece);
+                loop {
+                    match decoder.next_frame() {
+                        Ok(Some(frame)) => seen.push(Ok(frame)),
+                        Ok(None) => break,
+                        Err(error) => seen.push(Err(error)),
+                    }
+                }
+            }
+            assert_eq!(
+                seen,
+                vec![
+                    Err(FrameError::BodyTooLarge {
+                        kind: "display".into(),
+                        len: 25,
+                        max: 10
+                    }),
+                    Ok(Frame::new("stdout", "after")),
+                ],
+                "in pieces of {chunk}"
+            );
+            assert!(decoder.buffer.is_empty(), "in pieces of {chunk}");
+        }
+    }
+
+    #[test]
+    fn every_oversized_event_but_ready_and_log_has_a_stand_in() {
+        let kinds = [
+            "stdout",
+            "stderr",
+            "display",
+            "update_display",
+            "result",
+            "error",
+            "input_request",
+            "clear_output",
+            "done",
+            "complete_reply",
+            "is_complete_reply",
+            "inspect_reply",
+        ];
+        for kind in kinds {
+            let event = Event::in_place_of_oversized(kind, 70 << 20, 64 << 20);
+            let event = event.unwrap_or_else(|| panic!("{kind} has a stand-in"));
+            let expected = match kind {
+                "stdout" => "stderr",
+                "update_display" => "display",
+                kind => kind,
+            };
+            assert_eq!(event.to_frame().kind, expected, "the stand-in of {kind}");
+        }
+        let notice = Event::in_place_of_oversized("stdout", 70 << 20, 64 << 20);
+        let Some(Event::Stderr(text)) = notice else {
+            panic!("an oversized stdout is a notice on stderr: {notice:?}");
+        };
+        assert!(String::from_utf8_lossy(&text).contains("70.0 MiB"));
+        assert_eq!(
+            Event::in_place_of_oversized("ready", 70 << 20, 64 << 20),
+            None
+        );
+        assert_eq!(
+            Event::in_place_of_oversized("log", 70 << 20, 64 << 20),
+            None
+        );
+        assert_eq!(
+            Event::in_place_of_oversized("bogus", 70 << 20, 64 << 20),
+            None
         );
     }
 

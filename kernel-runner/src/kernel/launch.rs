@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cellgate_protocol::driver::{Command, Event, FrameDecoder, Ready};
+use cellgate_protocol::driver::{Command, Event, FrameDecoder, FrameError, Ready};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -93,7 +93,10 @@ pub async fn launch(
 }
 
 /// Decodes frames from the driver until its stdout closes. The channel is bounded, so a
-/// kernel that cannot keep up stops reading and the driver blocks on its writes.
+/// kernel that cannot keep up stops reading and the driver blocks on its writes. A frame over
+/// the size limit is skipped as it arrives, never held in memory, and a notice or an empty
+/// answer of its kind goes on in its place: whatever a driver prints, it does not kill the
+/// kernel.
 async fn read_events(
     mut source: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
     events: mpsc::Sender<Incoming>,
@@ -121,6 +124,22 @@ async fn read_events(
                     Ok(event) => Incoming::Event(event),
                     Err(error) => Incoming::Broken(format!("the driver sent a bad frame: {error}")),
                 },
+                Err(FrameError::BodyTooLarge { kind, len, max }) => {
+                    match Event::in_place_of_oversized(&kind, len, max) {
+                        Some(stand_in) => {
+                            tracing::warn!(
+                                kind,
+                                len,
+                                max,
+                                "the driver sent an oversized frame; skipped"
+                            );
+                            Incoming::Event(stand_in)
+                        }
+                        None => Incoming::Broken(format!(
+                            "the driver sent a {kind} frame of {len} bytes, over the limit of {max}"
+                        )),
+                    }
+                }
                 Err(error) => Incoming::Broken(format!("the driver sent a bad frame: {error}")),
             };
             let broken = matches!(incoming, Incoming::Broken(_));

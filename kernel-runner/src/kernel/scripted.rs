@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use cellgate_protocol::content::{
     Content, ErrorInfo, ExecuteRequest, ExecutionState, LanguageInfo, ReplyStatus, StreamName,
 };
-use cellgate_protocol::driver::{Command, Done, Event, FrameDecoder, Ready};
+use cellgate_protocol::driver::{Command, Done, Event, FrameDecoder, Ready, DEFAULT_MAX_BODY};
 use cellgate_protocol::model::CreateKernel;
 use cellgate_protocol::{Channel, Header, Message};
 use serde_json::Map;
@@ -152,6 +152,15 @@ async fn script(
             Err(_) => return,
         };
         let answer = match Command::from_frame(&frame) {
+            Ok(Command::Execute { code }) if code.starts_with("huge ") => {
+                if send_oversized(&mut events, &code["huge ".len()..])
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                vec![done(ReplyStatus::Ok)]
+            }
             Ok(Command::Execute { code }) => execute(&driver, &code).await,
             Ok(Command::Shutdown) if stubborn => continue,
             Ok(Command::Shutdown) => {
@@ -233,6 +242,20 @@ fn done(status: ReplyStatus) -> Event {
 
 async fn send(events: &mut DuplexStream, event: &Event) -> std::io::Result<()> {
     events.write_all(&event.to_frame().encode()).await
+}
+
+/// Writes a `kind` frame one MiB over the runner's limit, as a driver without a size check
+/// would.
+async fn send_oversized(events: &mut DuplexStream, kind: &str) -> std::io::Result<()> {
+    let len = DEFAULT_MAX_BODY + (1 << 20);
+    events
+        .write_all(format!("{kind} {len}\n").as_bytes())
+        .await?;
+    let filler = vec![b'x'; 1 << 20];
+    for _ in 0..len >> 20 {
+        events.write_all(&filler).await?;
+    }
+    Ok(())
 }
 
 /// A kernel of the scripted backend with one client connection.
@@ -466,6 +489,36 @@ async fn output_past_the_cap_is_cut_without_killing_the_kernel() {
     assert_eq!(status, ReplyStatus::Ok);
     assert!(streams.ends_with(&[stdout("fine\n")]), "{streams:?}");
     assert_eq!(session.backend.started.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_oversized_frame_becomes_a_notice_and_the_kernel_goes_on() {
+    let mut session = Session::start(1 << 20).await;
+    for kind in ["display", "stdout", "result"] {
+        let huge = session.execute(&format!("huge {kind}"));
+        let messages = session.until_idle(&huge).await;
+        let (status, _, _) = outcome(&messages);
+        assert_eq!(status, ReplyStatus::Ok, "a cell with an oversized {kind}");
+        let notice = messages.iter().find_map(|message| match &message.content {
+            Content::Stream(stream) => Some(stream.text.clone()),
+            Content::DisplayData(display) => display.data["text/plain"].as_str().map(String::from),
+            Content::ExecuteResult(result) => result.data["text/plain"].as_str().map(String::from),
+            _ => None,
+        });
+        let notice = notice.unwrap_or_else(|| panic!("no notice for the {kind}: {messages:?}"));
+        assert!(
+            notice.contains("65.0 MiB") && notice.contains("still running"),
+            "{notice}"
+        );
+    }
+    let after = session.execute("print fine");
+    let (status, _, streams) = outcome(&session.until_idle(&after).await);
+    assert_eq!((status, streams), (ReplyStatus::Ok, vec![stdout("fine\n")]));
+    assert_eq!(
+        session.backend.started.load(Ordering::SeqCst),
+        1,
+        "never restarted"
+    );
 }
 
 #[tokio::test]
