@@ -39,6 +39,9 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 }
 
 pub fn runner_error(error: &RunnerError) -> Response<Body> {
+    if error.status().is_server_error() {
+        tracing::error!(fault = ?error.fault(), "{error}");
+    }
     json(
         error.status(),
         &ApiError {

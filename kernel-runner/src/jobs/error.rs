@@ -67,16 +67,19 @@ impl JobError {
         }
     }
 
+    /// The fault decides the class, the variant the exact code of a client's fault.
     pub fn status(&self) -> StatusCode {
-        match self {
-            JobError::NotFound(_) | JobError::NoSuchOutput { .. } => StatusCode::NOT_FOUND,
-            JobError::BadRequest(_) | JobError::BadParameter { .. } => StatusCode::BAD_REQUEST,
-            JobError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            JobError::AlreadyFinal { .. } | JobError::StillRunning { .. } => StatusCode::CONFLICT,
-            JobError::BadRange => StatusCode::RANGE_NOT_SATISFIABLE,
-            JobError::Volume { .. } | JobError::Corrupt { .. } | JobError::Blocking(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+        match self.fault() {
+            Fault::Kernel | Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Fault::Client => match self {
+                JobError::NotFound(_) | JobError::NoSuchOutput { .. } => StatusCode::NOT_FOUND,
+                JobError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                JobError::AlreadyFinal { .. } | JobError::StillRunning { .. } => {
+                    StatusCode::CONFLICT
+                }
+                JobError::BadRange => StatusCode::RANGE_NOT_SATISFIABLE,
+                _ => StatusCode::BAD_REQUEST,
+            },
         }
     }
 }

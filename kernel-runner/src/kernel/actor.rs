@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::connections::ConnectionId;
 use super::history::History;
-use super::launch::{launch, CommandWriter, Incoming, Launched};
+use super::launch::{launch, CommandWriter, DriverFailure, Incoming, Launched};
 use super::stream_text::{Budgeted, OutputBudget, StreamText};
 use super::{ClientRequest, ControlOp, Kernel};
 use crate::backend::{Backend, Driver, LaunchSpec};
@@ -73,8 +73,8 @@ enum Step {
 enum Exchange {
     /// The driver answered with this event (`done` or a reply).
     Answered(Event),
-    /// The driver died or broke the protocol; the reason says how.
-    Died(String),
+    /// The driver died or broke the protocol.
+    Died(DriverFailure),
     /// A restart or shutdown took over; it is carried out after the request is answered.
     Preempted(ControlOp),
 }
@@ -111,8 +111,10 @@ impl Actor {
                     None => Step::Stop(None),
                 },
                 exit = wait_for(&self.driver), if !self.dead => {
-                    let reason = format!("the {} driver {exit}", self.kernel.language.display_name);
-                    self.died(reason);
+                    self.died(DriverFailure::Exited {
+                        language: self.kernel.language.display_name,
+                        exit,
+                    });
                     Step::Continue
                 }
                 incoming = self.events.recv(), if !self.events_closed => {
@@ -187,7 +189,8 @@ impl Actor {
 
     /// The driver died by itself, or broke the protocol. It is started again once the request
     /// at hand is answered, unless it has died too often lately; then the kernel stays dead.
-    fn died(&mut self, reason: String) {
+    fn died(&mut self, failure: DriverFailure) {
+        let reason = failure.to_string();
         tracing::warn!(kernel = %self.kernel.id, %reason, "kernel died");
         self.dead = true;
         let now = tokio::time::Instant::now();
@@ -243,9 +246,9 @@ impl Actor {
     fn stray(&mut self, incoming: Option<Incoming>) {
         match incoming {
             None => self.events_closed = true,
-            Some(Incoming::Broken(reason)) => {
+            Some(Incoming::Broken(failure)) => {
                 self.events_closed = true;
-                tracing::warn!(kernel = %self.kernel.id, %reason, "driver stream broke");
+                tracing::warn!(kernel = %self.kernel.id, %failure, "driver stream broke");
             }
             Some(Incoming::Event(Event::Stdout(bytes))) => {
                 self.stray_stream(StreamName::Stdout, &bytes)
@@ -491,17 +494,21 @@ impl Actor {
                 (done.status, None)
             }
             Exchange::Answered(other) => {
-                self.died(format!("the driver answered a cell with {other:?}"));
+                self.died(DriverFailure::WrongAnswer {
+                    request: "a cell",
+                    event: Box::new(other),
+                });
                 (ReplyStatus::Error, None)
             }
-            Exchange::Died(reason) => {
+            Exchange::Died(failure) => {
+                let reason = failure.to_string();
                 cell.error = Some(ErrorInfo {
                     ename: "KernelDied".to_owned(),
                     evalue: reason.clone(),
                     traceback: vec![format!("The kernel died while running this cell: {reason}")],
                 });
                 self.publish(Some(&header), Content::Error(cell.error.clone().unwrap()));
-                self.died(reason);
+                self.died(failure);
                 (ReplyStatus::Error, None)
             }
             Exchange::Preempted(op) => {
@@ -611,14 +618,18 @@ impl Actor {
                 None,
             ),
             Exchange::Answered(other) => {
-                self.died(format!("the driver answered a request with {other:?}"));
+                self.died(DriverFailure::WrongAnswer {
+                    request: "a request",
+                    event: Box::new(other),
+                });
                 self.kernel
                     .refuse(request, "KernelDied", "the driver broke the protocol");
                 return None;
             }
-            Exchange::Died(reason) => {
-                self.kernel.refuse(request, "KernelDied", &reason);
-                self.died(reason);
+            Exchange::Died(failure) => {
+                self.kernel
+                    .refuse(request, "KernelDied", &failure.to_string());
+                self.died(failure);
                 return None;
             }
             Exchange::Preempted(op) => {
@@ -637,8 +648,11 @@ impl Actor {
         if let Err(error) = self.commands.send(&command).await {
             let exit = wait_briefly(&self.driver).await;
             return Exchange::Died(match exit {
-                Some(exit) => format!("the {} driver {exit}", self.kernel.language.display_name),
-                None => format!("the driver stopped reading commands: {error}"),
+                Some(exit) => DriverFailure::Exited {
+                    language: self.kernel.language.display_name,
+                    exit,
+                },
+                None => DriverFailure::CommandsClosed(error),
             });
         }
         loop {
@@ -650,7 +664,7 @@ impl Actor {
                 biased;
                 op = self.control.recv() => {
                     let Some(op) = op else {
-                        return Exchange::Died("the kernel is shutting down".to_owned());
+                        return Exchange::Died(DriverFailure::ShuttingDown);
                     };
                     match op {
                         ControlOp::Message(request) => {
@@ -675,15 +689,18 @@ impl Actor {
                         }
                         self.output(event, cell.as_deref_mut()).await;
                     }
-                    Some(Incoming::Broken(reason)) => {
+                    Some(Incoming::Broken(failure)) => {
                         self.events_closed = true;
                         let _ = self.driver.kill().await;
-                        return Exchange::Died(reason);
+                        return Exchange::Died(failure);
                     }
                     None => self.events_closed = true,
                 },
                 exit = wait_for(&self.driver), if self.events_closed => {
-                    return Exchange::Died(format!("the {} driver {exit}", self.kernel.language.display_name));
+                    return Exchange::Died(DriverFailure::Exited {
+                        language: self.kernel.language.display_name,
+                        exit,
+                    });
                 }
                 request = self.stdin.recv() => {
                     if let Some(request) = request {

@@ -7,7 +7,7 @@ use cellgate_protocol::driver::{Command, Event, FrameDecoder, FrameError, Ready}
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::backend::{Backend, Driver, LaunchSpec};
+use crate::backend::{Backend, Driver, ExitReport, LaunchSpec};
 use crate::error::RunnerError;
 
 /// What comes out of the driver's event stream.
@@ -15,7 +15,31 @@ use crate::error::RunnerError;
 pub enum Incoming {
     Event(Event),
     /// The stream broke: a malformed frame, or a read error. The driver is unusable.
-    Broken(String),
+    Broken(DriverFailure),
+}
+
+/// Why a driver can no longer be used. Its text is what the user reads in the `KernelDied`
+/// error of the cell it ended.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverFailure {
+    #[error("reading the driver failed: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("the driver sent a bad frame: {0}")]
+    BadFrame(#[source] FrameError),
+    #[error("the driver stopped reading commands: {0}")]
+    CommandsClosed(#[source] std::io::Error),
+    #[error("the {language} driver {exit}")]
+    Exited {
+        language: &'static str,
+        exit: ExitReport,
+    },
+    #[error("the driver broke the protocol: it answered {request} with {event:?}")]
+    WrongAnswer {
+        request: &'static str,
+        event: Box<Event>,
+    },
+    #[error("the kernel is shutting down")]
+    ShuttingDown,
 }
 
 /// A started driver that said it is ready.
@@ -68,9 +92,9 @@ pub async fn launch(
             let _ = driver.kill().await;
             return Err(not_ready(format!("its first event was {other:?}")));
         }
-        Ok(Some(Incoming::Broken(reason))) => {
+        Ok(Some(Incoming::Broken(failure))) => {
             let _ = driver.kill().await;
-            return Err(not_ready(reason));
+            return Err(not_ready(failure.to_string()));
         }
         Ok(None) => {
             let exit = driver.wait().await;
@@ -109,39 +133,38 @@ async fn read_events(
             Ok(read) => read,
             Err(error) => {
                 let _ = events
-                    .send(Incoming::Broken(format!(
-                        "reading the driver failed: {error}"
-                    )))
+                    .send(Incoming::Broken(DriverFailure::Read(error)))
                     .await;
                 return;
             }
         };
         decoder.push(&buffer[..read]);
         loop {
-            let incoming = match decoder.next_frame() {
-                Ok(None) => break,
-                Ok(Some(frame)) => match Event::from_frame(&frame) {
-                    Ok(event) => Incoming::Event(event),
-                    Err(error) => Incoming::Broken(format!("the driver sent a bad frame: {error}")),
-                },
-                Err(FrameError::BodyTooLarge { kind, len, max }) => {
-                    match Event::in_place_of_oversized(&kind, len, max) {
-                        Some(stand_in) => {
-                            tracing::warn!(
-                                kind,
-                                len,
-                                max,
-                                "the driver sent an oversized frame; skipped"
-                            );
-                            Incoming::Event(stand_in)
+            let incoming =
+                match decoder.next_frame() {
+                    Ok(None) => break,
+                    Ok(Some(frame)) => match Event::from_frame(&frame) {
+                        Ok(event) => Incoming::Event(event),
+                        Err(error) => Incoming::Broken(DriverFailure::BadFrame(error)),
+                    },
+                    Err(FrameError::BodyTooLarge { kind, len, max }) => {
+                        match Event::in_place_of_oversized(&kind, len, max) {
+                            Some(stand_in) => {
+                                tracing::warn!(
+                                    kind,
+                                    len,
+                                    max,
+                                    "the driver sent an oversized frame; skipped"
+                                );
+                                Incoming::Event(stand_in)
+                            }
+                            None => Incoming::Broken(DriverFailure::BadFrame(
+                                FrameError::BodyTooLarge { kind, len, max },
+                            )),
                         }
-                        None => Incoming::Broken(format!(
-                            "the driver sent a {kind} frame of {len} bytes, over the limit of {max}"
-                        )),
                     }
-                }
-                Err(error) => Incoming::Broken(format!("the driver sent a bad frame: {error}")),
-            };
+                    Err(error) => Incoming::Broken(DriverFailure::BadFrame(error)),
+                };
             let broken = matches!(incoming, Incoming::Broken(_));
             if events.send(incoming).await.is_err() || broken {
                 return;
