@@ -603,3 +603,246 @@ async fn a_runner_pulls_missing_images_from_the_registry() {
         .args(["rmi", &remote])
         .output();
 }
+
+/// The driver conformance table: what every notebook language must do alike, whatever its
+/// driver does inside. Each row is code in the language; the checks are the same for all.
+struct Conformance {
+    kernel: &'static str,
+    image: &'static str,
+    /// Prints `a` to stdout, `b` to stderr, `c` to stdout, in that order.
+    interleave: &'static str,
+    /// Prints `before`, shows a display, prints `after`; `None` where the language has no
+    /// display function.
+    display: Option<&'static str>,
+    /// A child process prints `child`.
+    child: &'static str,
+    /// Prints 2 MiB to stdout, past the runner's 1 MiB cap.
+    flood: &'static str,
+    /// Ends the interpreter with SIGKILL in the middle of the cell.
+    crash: &'static str,
+}
+
+fn row(ok: bool, detail: impl FnOnce() -> String) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(detail())
+    }
+}
+
+async fn check_conformance(case: &Conformance) {
+    let Some(server) = docker_server(&[case.image]).await else {
+        return;
+    };
+    let (id, mut socket) = server.kernel(case.kernel).await;
+    let mut table: Vec<(&str, Result<(), String>)> = Vec::new();
+
+    // Each stream arrives whole and in order. The order between the two is not checked: a
+    // driver that reads them from two pipes cannot know it (see docs/driver-protocol.md).
+    let run = socket.execute(case.interleave).await;
+    let (stdout, stderr) = (run.stdout(), run.stderr());
+    table.push((
+        "stdout and stderr each arrive whole and in order",
+        row(stdout == "a\nc\n" && stderr == "b\n", || {
+            format!("stdout {stdout:?}, stderr {stderr:?}")
+        }),
+    ));
+
+    if let Some(display) = case.display {
+        let run = socket.execute(display).await;
+        let at = run
+            .messages
+            .iter()
+            .position(|message| matches!(message.content, Content::DisplayData(_)));
+        let ok = at.is_some_and(|at| {
+            let before = support::kernel::Execution {
+                messages: run.messages[..at].to_vec(),
+            };
+            let after = support::kernel::Execution {
+                messages: run.messages[at..].to_vec(),
+            };
+            before.stdout().contains("before")
+                && !before.stdout().contains("after")
+                && after.stdout().contains("after")
+        });
+        table.push((
+            "a display stays between the output around it",
+            row(ok, || format!("{:?}, error {:?}", run.types(), run.error())),
+        ));
+    }
+
+    let run = socket.execute(case.child).await;
+    table.push((
+        "a child process's output is captured",
+        row(run.stdout().contains("child"), || {
+            format!("{:?}", run.stdout())
+        }),
+    ));
+
+    let run = socket.execute(case.flood).await;
+    let shown = run.stdout().len();
+    let ok = run.reply().status == ReplyStatus::Ok
+        && shown <= 1 << 20
+        && run.stderr().contains("printed more than");
+    table.push((
+        "an oversized output is cut with a notice",
+        row(ok, || {
+            format!(
+                "{:?}, {shown} bytes shown, stderr {:?}",
+                run.reply().status,
+                run.stderr()
+            )
+        }),
+    ));
+
+    let interrupted = server
+        .client()
+        .post(&format!("/api/kernels/{id}/interrupt"), json!({}))
+        .await;
+    let run = socket.execute(case.child).await;
+    table.push((
+        "an interrupt while idle changes nothing",
+        row(
+            interrupted.status == http::StatusCode::NO_CONTENT
+                && run.reply().status == ReplyStatus::Ok
+                && run.stdout().contains("child"),
+            || format!("{} then {:?}", interrupted.status, run.messages),
+        ),
+    ));
+
+    let run = socket.execute(case.crash).await;
+    let failed = run.reply().status == ReplyStatus::Error;
+    let again = socket.execute(case.interleave).await;
+    table.push((
+        "a crash mid-cell fails the cell; the kernel starts again",
+        row(failed && again.reply().status == ReplyStatus::Ok, || {
+            format!("{:?} then {:?}", run.messages, again.messages)
+        }),
+    ));
+
+    for (check, outcome) in &table {
+        match outcome {
+            Ok(()) => eprintln!("{:<12} ok    {check}", case.kernel),
+            Err(detail) => eprintln!("{:<12} FAIL  {check}: {detail}", case.kernel),
+        }
+    }
+    let failed: Vec<&str> = table
+        .iter()
+        .filter(|(_, outcome)| outcome.is_err())
+        .map(|(check, _)| *check)
+        .collect();
+    assert!(failed.is_empty(), "{}: {failed:?}", case.kernel);
+}
+
+#[tokio::test]
+async fn python_conforms() {
+    check_conformance(&Conformance {
+        kernel: "python3",
+        image: "python",
+        interleave: "import sys\nprint('a', flush=True)\nprint('b', file=sys.stderr, flush=True)\nprint('c', flush=True)",
+        display: Some("print('before', flush=True)\ndisplay('shown')\nprint('after')"),
+        child: "import os\nos.system('echo child')",
+        flood: "print('x' * (2 << 20))",
+        crash: "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn javascript_conforms() {
+    check_conformance(&Conformance {
+        kernel: "javascript",
+        image: "javascript",
+        interleave: "process.stdout.write('a\\n'); process.stderr.write('b\\n'); process.stdout.write('c\\n');",
+        display: Some("console.log('before'); display('shown'); console.log('after');"),
+        child: "require('child_process').execSync('echo child', {stdio: 'inherit'}); undefined",
+        flood: "process.stdout.write('x'.repeat(2 << 20)); undefined",
+        crash: "process.kill(process.pid, 'SIGKILL')",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bash_conforms() {
+    check_conformance(&Conformance {
+        kernel: "bash",
+        image: "bash",
+        interleave: "echo a; echo b >&2; echo c",
+        display: None,
+        child: "sh -c 'echo child'",
+        flood: "head -c 2097152 /dev/zero | tr '\\0' x",
+        crash: "kill -KILL $$",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn java_conforms() {
+    check_conformance(&Conformance {
+        kernel: "java",
+        image: "java",
+        interleave: "System.out.println(\"a\"); System.out.flush(); System.err.println(\"b\"); System.err.flush(); System.out.println(\"c\");",
+        display: Some("System.out.println(\"before\"); System.out.flush(); display(\"shown\"); System.out.println(\"after\");"),
+        child: "new ProcessBuilder(\"echo\", \"child\").inheritIO().start().waitFor();",
+        flood: "System.out.print(\"x\".repeat(2 << 20));",
+        crash: "new ProcessBuilder(\"sh\", \"-c\", \"kill -KILL $PPID\").start().waitFor();",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn php_conforms() {
+    check_conformance(&Conformance {
+        kernel: "php",
+        image: "php",
+        interleave: "echo \"a\\n\"; fwrite(STDERR, \"b\\n\"); echo \"c\\n\";",
+        display: Some("echo \"before\\n\"; \\Cellgate\\display('shown'); echo \"after\\n\";"),
+        child: "system('echo child');",
+        flood: "echo str_repeat('x', 2 << 20);",
+        crash: "system('kill -KILL $PPID');",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ruby_conforms() {
+    check_conformance(&Conformance {
+        kernel: "ruby",
+        image: "ruby",
+        interleave:
+            "$stdout.puts 'a'; $stdout.flush; $stderr.puts 'b'; $stderr.flush; $stdout.puts 'c'",
+        display: Some("puts 'before'; $stdout.flush; IRuby.display('shown'); puts 'after'"),
+        child: "system('echo child')",
+        flood: "print 'x' * (2 << 20); nil",
+        crash: "Process.kill(:KILL, Process.pid)",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn r_conforms() {
+    check_conformance(&Conformance {
+        kernel: "ir",
+        image: "r",
+        interleave: "cat('a\\n'); message('b'); cat('c\\n')",
+        display: Some("cat('before\\n'); display('shown'); cat('after\\n')"),
+        child: "invisible(system('echo child'))",
+        flood: "cat(strrep('x', 2 * 1024 * 1024))",
+        crash: "tools::pskill(Sys.getpid(), 9)",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn octave_conforms() {
+    check_conformance(&Conformance {
+        kernel: "octave",
+        image: "octave",
+        interleave: "disp('a'); fdisp(stderr, 'b'); disp('c');",
+        display: Some("disp('before'); display_html('<b>shown</b>'); disp('after');"),
+        child: "system('echo child');",
+        flood: "disp(repmat('x', 1, 2 * 1024 * 1024));",
+        crash: "system('kill -KILL $PPID');",
+    })
+    .await;
+}

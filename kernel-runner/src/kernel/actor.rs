@@ -60,6 +60,9 @@ pub(crate) struct Actor {
     pub crashed: Option<String>,
     pub dead: bool,
     pub events_closed: bool,
+    /// A command is with the driver and not answered yet: only then is there anything to
+    /// interrupt.
+    pub in_request: bool,
     /// The request whose output stray events (from background threads) are attributed to.
     pub last_parent: Option<Header>,
 }
@@ -302,8 +305,10 @@ impl Actor {
         self.stay_dead("shut down by a client's shutdown_request".to_owned());
     }
 
+    /// Interrupts the request the driver is working on. With none, there is nothing to stop
+    /// and no signal is sent: one that arrived late could otherwise end the next cell.
     async fn interrupt(&mut self) -> Result<(), RunnerError> {
-        if self.dead {
+        if self.dead || !self.in_request {
             return Ok(());
         }
         let driver = self.driver.clone();
@@ -644,7 +649,18 @@ impl Actor {
 
     /// Sends `command` and processes everything until the driver answers it, while staying
     /// responsive to control requests and input replies.
-    async fn exchange(&mut self, command: Command, mut cell: Option<&mut Cell>) -> Exchange {
+    async fn exchange(&mut self, command: Command, cell: Option<&mut Cell>) -> Exchange {
+        self.in_request = true;
+        let exchange = self.exchange_until_answered(command, cell).await;
+        self.in_request = false;
+        exchange
+    }
+
+    async fn exchange_until_answered(
+        &mut self,
+        command: Command,
+        mut cell: Option<&mut Cell>,
+    ) -> Exchange {
         if let Err(error) = self.commands.send(&command).await {
             let exit = wait_briefly(&self.driver).await;
             return Exchange::Died(match exit {

@@ -232,6 +232,7 @@ impl KernelManager {
             crashed: None,
             dead: false,
             events_closed: false,
+            in_request: false,
             last_parent: None,
         };
         kernel.set_execution_state(ExecutionState::Idle);

@@ -49,12 +49,15 @@ struct ScriptedDriver {
     interrupt: Notify,
     /// A cell is waiting for an interrupt.
     waiting: AtomicBool,
+    /// Interrupts (SIGINTs, for a real driver) the runner sent.
+    interrupts: AtomicUsize,
     exit: watch::Sender<Option<ExitReport>>,
 }
 
 #[async_trait]
 impl Driver for ScriptedDriver {
     async fn interrupt(&self) -> std::io::Result<()> {
+        self.interrupts.fetch_add(1, Ordering::SeqCst);
         self.interrupt.notify_waiters();
         Ok(())
     }
@@ -95,6 +98,7 @@ impl Backend for ScriptedBackend {
         let driver = Arc::new(ScriptedDriver {
             interrupt: Notify::new(),
             waiting: AtomicBool::new(false),
+            interrupts: AtomicUsize::new(0),
             exit,
         });
         *self.latest.lock().unwrap() = Some(driver.clone());
@@ -429,8 +433,11 @@ async fn stdout_and_stderr_keep_their_order() {
 #[tokio::test]
 async fn an_interrupt_ends_a_busy_cell_and_leaves_an_idle_kernel_working() {
     let mut session = Session::start(1 << 20).await;
-    // While idle: nothing to stop, and the next cell runs normally.
+    // While idle: nothing to stop, so no signal (one a driver handles late would end the
+    // next cell), and the next cell runs normally.
     session.kernel.interrupt().await.unwrap();
+    let driver = session.backend.latest();
+    assert_eq!(driver.interrupts.load(Ordering::SeqCst), 0);
     let cell = session.execute("print still here");
     assert_eq!(
         outcome(&session.until_idle(&cell).await).2,
@@ -438,7 +445,6 @@ async fn an_interrupt_ends_a_busy_cell_and_leaves_an_idle_kernel_working() {
     );
     // While busy: the cell ends with the interrupt's error, and the kernel keeps going.
     let waiting = session.execute("wait");
-    let driver = session.backend.latest();
     while !driver.waiting.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
