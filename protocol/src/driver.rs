@@ -411,9 +411,8 @@ impl Event {
         };
         Some(match kind {
             "stdout" | "stderr" => Event::Stderr(format!("\n{notice}\n").into_bytes()),
-            "display" => Event::Display(text(notice)),
             // Without the display id there is nothing to update; the notice stands alone.
-            "update_display" => Event::Display(text(notice)),
+            "display" | "update_display" => Event::Display(text(notice)),
             "result" => Event::Result(text(notice)),
             "error" => Event::Error(ErrorInfo {
                 ename: "OutputTooLarge".into(),

@@ -39,7 +39,8 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 }
 
 pub fn runner_error(error: &RunnerError) -> Response<Body> {
-    if error.status().is_server_error() {
+    // A full or draining runner answers 503, but that is no failure of the runner's.
+    if error.fault() != crate::error::Fault::Client {
         tracing::error!(fault = ?error.fault(), "{error}");
     }
     json(

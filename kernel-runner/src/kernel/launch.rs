@@ -140,37 +140,37 @@ async fn read_events(
         };
         decoder.push(&buffer[..read]);
         loop {
-            let incoming =
-                match decoder.next_frame() {
-                    Ok(None) => break,
-                    Ok(Some(frame)) => match Event::from_frame(&frame) {
-                        Ok(event) => Incoming::Event(event),
-                        Err(error) => Incoming::Broken(DriverFailure::BadFrame(error)),
-                    },
-                    Err(FrameError::BodyTooLarge { kind, len, max }) => {
-                        match Event::in_place_of_oversized(&kind, len, max) {
-                            Some(stand_in) => {
-                                tracing::warn!(
-                                    kind,
-                                    len,
-                                    max,
-                                    "the driver sent an oversized frame; skipped"
-                                );
-                                Incoming::Event(stand_in)
-                            }
-                            None => Incoming::Broken(DriverFailure::BadFrame(
-                                FrameError::BodyTooLarge { kind, len, max },
-                            )),
-                        }
-                    }
+            let incoming = match decoder.next_frame() {
+                Ok(None) => break,
+                Ok(Some(frame)) => match Event::from_frame(&frame) {
+                    Ok(event) => Incoming::Event(event),
                     Err(error) => Incoming::Broken(DriverFailure::BadFrame(error)),
-                };
+                },
+                Err(error) => stand_in_for(error),
+            };
             let broken = matches!(incoming, Incoming::Broken(_));
             if events.send(incoming).await.is_err() || broken {
                 return;
             }
         }
     }
+}
+
+/// What goes on after a frame the decoder refused: a stand-in for an oversized one that has
+/// one, the end of the driver otherwise.
+fn stand_in_for(error: FrameError) -> Incoming {
+    if let FrameError::BodyTooLarge { kind, len, max } = &error {
+        if let Some(stand_in) = Event::in_place_of_oversized(kind, *len, *max) {
+            tracing::warn!(
+                kind,
+                len,
+                max,
+                "the driver sent an oversized frame; skipped"
+            );
+            return Incoming::Event(stand_in);
+        }
+    }
+    Incoming::Broken(DriverFailure::BadFrame(error))
 }
 
 async fn log_diagnostics(source: Box<dyn tokio::io::AsyncRead + Send + Unpin>, kernel: String) {
